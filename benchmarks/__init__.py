@@ -1,0 +1,1 @@
+"""Performance figures, printed as ratios measured within one run (``python -m benchmarks``)."""

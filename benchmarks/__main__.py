@@ -1,0 +1,11 @@
+"""Runs every benchmark and prints its table: ``python -m benchmarks``."""
+
+from benchmarks import weight_matching
+
+
+def main():
+    weight_matching.main()
+
+
+if __name__ == "__main__":
+    main()

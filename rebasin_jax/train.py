@@ -1,0 +1,484 @@
+"""jit-compiled training of several seeds at once, with checkpoints and resume.
+
+Each chunk of steps (an MNIST epoch, or ``log_every`` full-batch steps of
+modular addition) is one ``lax.scan`` inside one compiled program that is
+``vmap``-ped over the seed axis of the parameters and optimizer state, so models
+A and B come from a single call. The host only syncs at chunk ends (logging,
+stopping, NaN checks, checkpoints).
+
+Every seed carries its own step counter and "done" flag and stops updating
+(masked with ``jnp.where``) when it reaches ``max_steps`` or the stop
+criterion; its trajectory therefore does not depend on which other seeds share
+the program, and a run resumed from a checkpoint ends with the same parameters
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from rebasin_jax.checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+from rebasin_jax.data import MNIST, ModularAdditionData, modular_addition_data
+from rebasin_jax.models import MLP, ModularAdditionMLP, example_input, model_config, model_name
+from rebasin_jax.types import Params
+
+__all__ = [
+    "ModularAdditionConfig",
+    "MNISTConfig",
+    "TrainState",
+    "TrainResult",
+    "TrainingDivergedError",
+    "ClassificationMetrics",
+    "train_modular_addition",
+    "train_mnist",
+    "mnist_arrays",
+    "unstack",
+    "seed_dir",
+    "step_checkpoint_path",
+    "list_step_checkpoints",
+]
+
+
+# ---------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModularAdditionConfig:
+    """Full-batch AdamW on ``(a + b) mod p`` (Nanda et al. 2023 / the ported study).
+
+    ``max_steps`` and ``stop_test_loss`` end training; checkpoints every
+    ``checkpoint_every`` steps (rounded up to a multiple of ``log_every``).
+    """
+
+    p: int = 113
+    d: int = 64
+    hidden: tuple[int, ...] = (128, 64)
+    embed_mode: str = "sum"
+    use_bias: bool = False
+    train_frac: float = 0.3
+    data_seed: int = 0
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.98
+    weight_decay: float = 1.0
+    warmup_steps: int = 10
+    max_steps: int = 10_000
+    stop_test_loss: float = 3e-6
+    log_every: int = 100
+    checkpoint_every: int = 100
+
+    def model(self) -> ModularAdditionMLP:
+        return ModularAdditionMLP(self.p, self.d, tuple(self.hidden), self.embed_mode, self.use_bias)
+
+
+@dataclasses.dataclass(frozen=True)
+class MNISTConfig:
+    """Adam on MNIST minibatches (Ainsworth et al. 2023: lr 1e-3, batch 500, 100 epochs)."""
+
+    features: tuple[int, ...] = (512, 512, 512)
+    lr: float = 1e-3
+    batch_size: int = 500
+    epochs: int = 100
+    checkpoint_every_epochs: int = 1
+
+    def model(self) -> MLP:
+        return MLP(tuple(self.features))
+
+
+# Fields that only say when to stop; a checkpoint written under a different
+# value can still be resumed (e.g. training on for more epochs).
+_STOP_FIELDS = ("max_steps", "epochs")
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer(config) -> optax.GradientTransformation:
+    # Cached per (frozen) config so the jitted chunk functions, which take the
+    # optimizer as a static argument, hit their compilation cache.
+    if isinstance(config, ModularAdditionConfig):
+        warmup = optax.linear_schedule(0.0, config.lr, config.warmup_steps)
+        return optax.adamw(warmup, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
+    return optax.adam(config.lr)
+
+
+# ---------------------------------------------------------------------------
+# State, metrics and the compiled step
+# ---------------------------------------------------------------------------
+
+
+class TrainState(NamedTuple):
+    """Per-seed training state; in the vmapped program every leaf has a leading seed axis."""
+
+    params: Params
+    opt_state: Any
+    step: jax.Array  # () int32: optimizer steps taken
+    done: jax.Array  # () bool: stopped by the stop criterion
+
+
+class TrainResult(NamedTuple):
+    """``params`` stacked over seeds (leading axis ``len(seeds)``); per-seed
+    ``history`` (list of dicts: step, train/test loss and accuracy) and final ``steps``."""
+
+    params: Params
+    history: list
+    steps: np.ndarray
+    seeds: tuple
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the seed and step."""
+
+
+def _cross_entropy(logits, labels):
+    # float32 log-softmax: stable down to the 1e-6 test losses grokking reaches.
+    logits = logits.astype(jnp.float32)
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationMetrics:
+    """``metric_fn(params, inputs, labels) -> {"loss", "acc"}`` for a classifier.
+
+    A frozen dataclass (hashable by value) so it can be a static argument of
+    jitted functions such as ``interpolation_curve``. With ``batch_size`` the
+    data are processed in chunks by ``lax.map`` (bounded activation memory);
+    the last chunk is padded and masked.
+    """
+
+    model: nn.Module
+    batch_size: int | None = None
+
+    def __call__(self, params, inputs, labels):
+        variables = {"params": params}
+        n = inputs.shape[0]
+        if self.batch_size is None or self.batch_size >= n:
+            logits = self.model.apply(variables, inputs)
+            return {"loss": _cross_entropy(logits, labels).mean(), "acc": (logits.argmax(-1) == labels).mean()}
+        bs = self.batch_size
+        chunks = -(-n // bs)
+        pad = chunks * bs - n
+        xs = jnp.pad(inputs, [(0, pad)] + [(0, 0)] * (inputs.ndim - 1)).reshape((chunks, bs) + inputs.shape[1:])
+        ys = jnp.pad(labels, (0, pad)).reshape(chunks, bs)
+        ws = (jnp.arange(chunks * bs) < n).astype(jnp.float32).reshape(chunks, bs)
+
+        def one(args):
+            x, y, w = args
+            logits = self.model.apply(variables, x)
+            return jnp.sum(w * _cross_entropy(logits, y)), jnp.sum(w * (logits.argmax(-1) == y))
+
+        loss, correct = jax.lax.map(one, (xs, ys, ws))
+        return {"loss": loss.sum() / n, "acc": correct.sum() / n}
+
+
+def _train_step(model, tx, state: TrainState, max_steps, x, y):
+    def loss_fn(params):
+        logits = model.apply({"params": params}, x)
+        return _cross_entropy(logits, y).mean(), (logits.argmax(-1) == y).mean()
+
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1, state.done)
+    active = jnp.logical_and(jnp.logical_not(state.done), state.step < max_steps)
+    state = jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, state)
+    # Inactive steps report loss 0 so they never trip the NaN check.
+    return state, (jnp.where(active, loss, 0.0), jnp.where(active, acc, 0.0))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tx"))
+def _init_states(model, tx, seeds) -> TrainState:
+    def one(seed):
+        # Keys derive from the integer seed only: fold_in(key(seed), 0) for
+        # init, fold_in(key(seed), 1) for data order (never Python's hash()).
+        params = model.init(jax.random.fold_in(jax.random.key(seed), 0), example_input(model))["params"]
+        return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+
+    return jax.vmap(one)(seeds)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tx", "num_steps"), donate_argnums=(3,))
+def _full_batch_chunk(model, tx, num_steps, state, max_steps, x, y):
+    def one(st):
+        return jax.lax.scan(lambda s, _: _train_step(model, tx, s, max_steps, x, y), st, None, length=num_steps)
+
+    return jax.vmap(one)(state)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "steps_per_epoch"), donate_argnums=(4,))
+def _minibatch_epoch(model, tx, batch_size, steps_per_epoch, state, seeds, max_steps, x, y):
+    def one(st, seed):
+        epoch = st.step // steps_per_epoch
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), epoch)
+        order = jax.random.permutation(key, x.shape[0])[: steps_per_epoch * batch_size]
+        order = order.reshape(steps_per_epoch, batch_size)
+
+        def body(s, idx):
+            xb = x[idx].astype(jnp.float32) / 255.0
+            return _train_step(model, tx, s, max_steps, xb, y[idx])
+
+        return jax.lax.scan(body, st, order)
+
+    return jax.vmap(one)(state, seeds)
+
+
+@functools.partial(jax.jit, static_argnames=("metric_fn",))
+def _eval_seeds(metric_fn, params, x, y):
+    return jax.vmap(lambda p: metric_fn(p, x, y))(params)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoint layout
+# ---------------------------------------------------------------------------
+
+
+def seed_dir(ckpt_dir, seed: int) -> Path:
+    """``<ckpt_dir>/seed_<seed>``: step checkpoints, ``resume.ckpt``, ``history.json``."""
+    return Path(ckpt_dir) / f"seed_{seed}"
+
+
+def step_checkpoint_path(ckpt_dir, seed: int, step: int) -> Path:
+    return seed_dir(ckpt_dir, seed) / f"step_{step:08d}.ckpt"
+
+
+def list_step_checkpoints(ckpt_dir, seed: int) -> list[tuple[int, Path]]:
+    """``[(step, path)]`` of the params checkpoints of ``seed``, by step."""
+    out = []
+    for path in seed_dir(ckpt_dir, seed).glob("step_*.ckpt"):
+        try:
+            out.append((int(path.stem.split("_")[1]), path))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def unstack(tree, i: int):
+    """Element ``i`` of the leading (seed) axis of every leaf."""
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def _config_dict(config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def _metadata(task: "_Task", seed: int, step: int, metrics: dict, done: bool) -> dict:
+    return {
+        "model": model_name(task.model),
+        "model_config": model_config(task.model),
+        "train_config": _config_dict(task.config),
+        "config_type": type(task.config).__name__,
+        "seed": int(seed),
+        "step": int(step),
+        "done": bool(done),
+        "metrics": metrics,
+    }
+
+
+def _load_resume(task: "_Task", ckpt_dir, seed: int, template: TrainState):
+    """Resume state and history of ``seed``, or None when there is no checkpoint."""
+    path = seed_dir(ckpt_dir, seed) / "resume.ckpt"
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path, template=template.params, opt_template=template.opt_state)
+    meta = ckpt.metadata
+    want = _config_dict(task.config)
+    got = meta.get("train_config", {})
+    diff = sorted(k for k in set(want) | set(got) if k not in _STOP_FIELDS and want.get(k) != got.get(k))
+    if meta.get("config_type") != type(task.config).__name__ or diff:
+        raise CheckpointError(
+            f"{path}: written with a different training config (fields {diff or ['config_type']}: "
+            f"{ {k: got.get(k) for k in diff} } vs now { {k: want.get(k) for k in diff} }); "
+            f"use another output directory or delete this one"
+        )
+    params = jax.tree_util.tree_map(jnp.asarray, ckpt.params)
+    state = TrainState(params, ckpt.opt_state, jnp.asarray(meta["step"], jnp.int32), jnp.asarray(meta["done"]))
+    hist_path = seed_dir(ckpt_dir, seed) / "history.json"
+    history = json.loads(hist_path.read_text()) if hist_path.exists() else []
+    history = [h for h in history if h["step"] <= meta["step"]]
+    return state, history
+
+
+# ---------------------------------------------------------------------------
+# The driver shared by both tasks
+# ---------------------------------------------------------------------------
+
+
+class _Task(NamedTuple):
+    model: nn.Module
+    config: Any
+    run_chunk: Callable  # (state, seeds) -> (state, (losses, accs)) with (S, n) arrays
+    evaluate: Callable  # (state, losses, accs) -> {metric: (S,) np.ndarray}
+    max_steps: int
+    checkpoint_every: int
+    stop_test_loss: float | None
+    desc: str
+
+
+def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool) -> TrainResult:
+    seeds = tuple(int(s) for s in seeds)
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
+    tx = _optimizer(task.config)
+    fresh = _init_states(task.model, tx, jnp.asarray(seeds, jnp.int32))
+    states, histories = [], []
+    for i, seed in enumerate(seeds):
+        loaded = _load_resume(task, ckpt_dir, seed, unstack(fresh, i)) if ckpt_dir is not None else None
+        states.append(loaded[0] if loaded else unstack(fresh, i))
+        histories.append(loaded[1] if loaded else [])
+    state = _stack(states)
+    seeds_arr = jnp.asarray(seeds, jnp.int32)
+    max_steps = jnp.asarray(task.max_steps, jnp.int32)
+
+    steps = np.asarray(state.step)
+    bar = tqdm(total=task.max_steps, initial=int(steps.min()), desc=task.desc, disable=not progress, leave=False)
+    while True:
+        done = np.asarray(state.done)
+        active = ~done & (steps < task.max_steps)
+        if not active.any():
+            break
+        before = steps
+        state, (losses, accs) = task.run_chunk(state, seeds_arr, max_steps)
+        losses = np.asarray(losses)
+        steps = np.asarray(state.step)
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            s, j = map(int, np.argwhere(bad)[0])
+            raise TrainingDivergedError(
+                f"seed {seeds[s]}: loss is {losses[s, j]} at step {int(before[s]) + j + 1}; training stopped "
+                f"(lower the learning rate or check the data)"
+            )
+        metrics = task.evaluate(state, losses, np.asarray(accs), before, steps)
+        done = np.asarray(state.done)
+        if task.stop_test_loss is not None:
+            done = done | (metrics["test_loss"] < task.stop_test_loss)
+            state = state._replace(done=jnp.asarray(done))
+        for i, seed in enumerate(seeds):
+            if steps[i] == before[i]:
+                continue
+            record = {"step": int(steps[i]), **{k: float(v[i]) for k, v in metrics.items()}}
+            histories[i].append(record)
+            finished = bool(done[i]) or steps[i] >= task.max_steps
+            crossed = steps[i] // task.checkpoint_every > before[i] // task.checkpoint_every
+            if ckpt_dir is not None and (crossed or finished):
+                _save(task, ckpt_dir, seed, unstack(state, i), record, histories[i])
+        bar.update(int(steps.min()) - bar.n)
+        bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in metrics.items()})
+    bar.close()
+    return TrainResult(state.params, histories, steps, seeds)
+
+
+def _save(task: _Task, ckpt_dir, seed: int, state: TrainState, record: dict, history: list) -> None:
+    step = int(state.step)
+    metrics = {k: v for k, v in record.items() if k != "step"}
+    meta = _metadata(task, seed, step, metrics, bool(state.done))
+    save_checkpoint(step_checkpoint_path(ckpt_dir, seed, step), state.params, metadata=meta)
+    atomic_write_json(seed_dir(ckpt_dir, seed) / "history.json", history)
+    # resume.ckpt last: it is the commit point of this save.
+    save_checkpoint(seed_dir(ckpt_dir, seed) / "resume.ckpt", state.params, metadata=meta, opt_state=state.opt_state)
+
+
+# ---------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------
+
+
+def train_modular_addition(
+    config: ModularAdditionConfig = ModularAdditionConfig(),
+    seeds: Sequence[int] = (0, 1),
+    *,
+    ckpt_dir=None,
+    data: ModularAdditionData | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains ``ModularAdditionMLP`` for every seed at once (full batch).
+
+    Stops a seed when its test loss falls below ``config.stop_test_loss`` (checked
+    every ``log_every`` steps) or at ``config.max_steps``. With ``ckpt_dir``,
+    writes ``seed_<s>/step_<n>.ckpt`` every ``checkpoint_every`` steps and at the
+    end, ``history.json`` and ``resume.ckpt``, and resumes from them.
+
+    Returns:
+        :class:`TrainResult` with params stacked over ``seeds``.
+
+    Raises:
+        TrainingDivergedError: on a non-finite loss (names seed and step).
+        CheckpointError: if ``ckpt_dir`` holds checkpoints of another config.
+    """
+    data = data or modular_addition_data(config.p, config.train_frac, config.data_seed)
+    model = config.model()
+    tx = _optimizer(config)
+    x_tr, y_tr = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
+    x_te, y_te = jnp.asarray(data.test.images), jnp.asarray(data.test.labels)
+    metric = ClassificationMetrics(model)
+
+    def run_chunk(state, seeds, max_steps):
+        return _full_batch_chunk(model, tx, config.log_every, state, max_steps, x_tr, y_tr)
+
+    def evaluate(state, losses, accs, before, after):
+        tr = _eval_seeds(metric, state.params, x_tr, y_tr)
+        te = _eval_seeds(metric, state.params, x_te, y_te)
+        return {"train_loss": np.asarray(tr["loss"]), "train_acc": np.asarray(tr["acc"]),
+                "test_loss": np.asarray(te["loss"]), "test_acc": np.asarray(te["acc"])}
+
+    every = max(1, -(-config.checkpoint_every // config.log_every)) * config.log_every
+    task = _Task(model, config, run_chunk, evaluate, config.max_steps, every, config.stop_test_loss, "modular addition")
+    return _train(task, seeds, ckpt_dir, progress)
+
+
+def mnist_arrays(mnist: MNIST):
+    """Device arrays ``(x_train uint8 (N, 784), y_train, x_test float32 (M, 784), y_test)``."""
+    x_tr = jnp.asarray(mnist.train.images.reshape(len(mnist.train.images), -1))
+    x_te = jnp.asarray(mnist.test.images.reshape(len(mnist.test.images), -1), jnp.float32) / 255.0
+    return x_tr, jnp.asarray(mnist.train.labels), x_te, jnp.asarray(mnist.test.labels)
+
+
+def train_mnist(
+    mnist: MNIST,
+    config: MNISTConfig = MNISTConfig(),
+    seeds: Sequence[int] = (0, 1),
+    *,
+    ckpt_dir=None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains the MNIST :class:`MLP` for every seed at once (one epoch per compiled chunk).
+
+    Each epoch visits the training set in a seed- and epoch-specific random
+    order (``fold_in(fold_in(key(seed), 1), epoch)``), dropping the last partial
+    batch. History records per epoch: the mean training loss/accuracy over the
+    epoch's minibatches and the loss/accuracy on the full test set. Checkpoints
+    as in :func:`train_modular_addition`, every ``checkpoint_every_epochs``.
+    """
+    model = config.model()
+    tx = _optimizer(config)
+    x_tr, y_tr, x_te, y_te = mnist_arrays(mnist)
+    steps_per_epoch = x_tr.shape[0] // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {x_tr.shape[0]} training examples")
+    metric = ClassificationMetrics(model, batch_size=2000)
+
+    def run_chunk(state, seeds, max_steps):
+        return _minibatch_epoch(model, tx, config.batch_size, steps_per_epoch, state, seeds, max_steps, x_tr, y_tr)
+
+    def evaluate(state, losses, accs, before, after):
+        te = _eval_seeds(metric, state.params, x_te, y_te)
+        n = np.maximum(after - before, 1)
+        return {"train_loss": losses.sum(1) / n, "train_acc": accs.sum(1) / n,
+                "test_loss": np.asarray(te["loss"]), "test_acc": np.asarray(te["acc"])}
+
+    task = _Task(model, config, run_chunk, evaluate, config.epochs * steps_per_epoch,
+                 config.checkpoint_every_epochs * steps_per_epoch, None, "MNIST")
+    return _train(task, seeds, ckpt_dir, progress)
