@@ -7,8 +7,8 @@ A and B come from a single call. The host only syncs at chunk ends (logging,
 stopping, NaN checks, checkpoints).
 
 Every seed carries its own step counter and "done" flag and stops updating
-(masked with ``jnp.where``) when it reaches ``max_steps`` or the stop
-criterion; its trajectory therefore does not depend on which other seeds share
+(a chunk's result is discarded with ``jnp.where``) once it reaches
+``max_steps`` or the stop criterion; its trajectory therefore does not depend on which other seeds share
 the program, and a run resumed from a checkpoint ends with the same parameters
 as an uninterrupted one.
 """
@@ -61,6 +61,7 @@ class ModularAdditionConfig:
 
     ``max_steps`` and ``stop_test_loss`` end training; checkpoints every
     ``checkpoint_every`` steps (rounded up to a multiple of ``log_every``).
+    ``max_steps`` must be a multiple of ``log_every`` (one compiled chunk).
     """
 
     p: int = 113
@@ -79,6 +80,10 @@ class ModularAdditionConfig:
     stop_test_loss: float = 3e-6
     log_every: int = 100
     checkpoint_every: int = 100
+
+    def __post_init__(self):
+        if self.log_every < 1 or self.max_steps % self.log_every:
+            raise ValueError(f"max_steps ({self.max_steps}) must be a multiple of log_every ({self.log_every})")
 
     def model(self) -> ModularAdditionMLP:
         return ModularAdditionMLP(self.p, self.d, tuple(self.hidden), self.embed_mode, self.use_bias)
@@ -104,13 +109,20 @@ _STOP_FIELDS = ("max_steps", "epochs")
 
 
 @functools.lru_cache(maxsize=None)
+def _make_optimizer(kind: str, lr: float, b1: float, b2: float, weight_decay: float, warmup_steps: int):
+    if kind == "adamw":
+        warmup = optax.linear_schedule(0.0, lr, warmup_steps)
+        return optax.adamw(warmup, b1=b1, b2=b2, weight_decay=weight_decay)
+    return optax.adam(lr)
+
+
 def _optimizer(config) -> optax.GradientTransformation:
-    # Cached per (frozen) config so the jitted chunk functions, which take the
-    # optimizer as a static argument, hit their compilation cache.
+    # Cached on the optimizer's own hyperparameters, so the jitted chunk
+    # functions (which take it as a static argument) hit their compilation
+    # cache across runs that differ only in, e.g., the number of epochs.
     if isinstance(config, ModularAdditionConfig):
-        warmup = optax.linear_schedule(0.0, config.lr, config.warmup_steps)
-        return optax.adamw(warmup, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
-    return optax.adam(config.lr)
+        return _make_optimizer("adamw", config.lr, config.b1, config.b2, config.weight_decay, config.warmup_steps)
+    return _make_optimizer("adam", config.lr, 0.9, 0.999, 0.0, 0)
 
 
 # ---------------------------------------------------------------------------
@@ -182,18 +194,28 @@ class ClassificationMetrics:
         return {"loss": loss.sum() / n, "acc": correct.sum() / n}
 
 
-def _train_step(model, tx, state: TrainState, max_steps, x, y):
+def _train_step(model, tx, state: TrainState, x, y):
     def loss_fn(params):
         logits = model.apply({"params": params}, x)
         return _cross_entropy(logits, y).mean(), (logits.argmax(-1) == y).mean()
 
     (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new = TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1, state.done)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1, state.done), (loss, acc)
+
+
+def _masked_chunk(run, state: TrainState, max_steps):
+    """Runs ``run(state) -> (state, (losses, accs))`` and keeps the result only if
+    the seed was active (not done, below ``max_steps``) at the chunk's start.
+
+    Chunks never straddle ``max_steps`` (it is a multiple of the chunk length),
+    so masking once per chunk is exact and cheaper than masking every step.
+    Inactive chunks report zero losses so they never trip the NaN check.
+    """
     active = jnp.logical_and(jnp.logical_not(state.done), state.step < max_steps)
+    new, (losses, accs) = run(state)
     state = jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, state)
-    # Inactive steps report loss 0 so they never trip the NaN check.
-    return state, (jnp.where(active, loss, 0.0), jnp.where(active, acc, 0.0))
+    return state, (jnp.where(active, losses, 0.0), jnp.where(active, accs, 0.0))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx"))
@@ -207,15 +229,15 @@ def _init_states(model, tx, seeds) -> TrainState:
     return jax.vmap(one)(seeds)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "num_steps"), donate_argnums=(3,))
+@functools.partial(jax.jit, static_argnames=("model", "tx", "num_steps"))
 def _full_batch_chunk(model, tx, num_steps, state, max_steps, x, y):
-    def one(st):
-        return jax.lax.scan(lambda s, _: _train_step(model, tx, s, max_steps, x, y), st, None, length=num_steps)
+    def run(st):
+        return jax.lax.scan(lambda s, _: _train_step(model, tx, s, x, y), st, None, length=num_steps)
 
-    return jax.vmap(one)(state)
+    return jax.vmap(lambda st: _masked_chunk(run, st, max_steps))(state)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "steps_per_epoch"), donate_argnums=(4,))
+@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "steps_per_epoch"))
 def _minibatch_epoch(model, tx, batch_size, steps_per_epoch, state, seeds, max_steps, x, y):
     def one(st, seed):
         epoch = st.step // steps_per_epoch
@@ -225,9 +247,9 @@ def _minibatch_epoch(model, tx, batch_size, steps_per_epoch, state, seeds, max_s
 
         def body(s, idx):
             xb = x[idx].astype(jnp.float32) / 255.0
-            return _train_step(model, tx, s, max_steps, xb, y[idx])
+            return _train_step(model, tx, s, xb, y[idx])
 
-        return jax.lax.scan(body, st, order)
+        return _masked_chunk(lambda s: jax.lax.scan(body, s, order), st, max_steps)
 
     return jax.vmap(one)(state, seeds)
 
