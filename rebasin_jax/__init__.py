@@ -6,7 +6,15 @@ The public API, re-exported explicitly; see README.md for a tour.
 from rebasin_jax.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint
 from rebasin_jax.data import MNIST, MnistDataError, ModularAdditionData, Split, load_mnist, modular_addition_data
 from rebasin_jax.interpolate import curve_barriers, interpolation_curve, lerp, loss_barrier
-from rebasin_jax.matching import WeightMatchingInfo, weight_matching, weight_matching_objective
+from rebasin_jax.matching import (
+    ActivationMatchingInfo,
+    SteMatchingInfo,
+    WeightMatchingInfo,
+    activation_matching,
+    ste_matching,
+    weight_matching,
+    weight_matching_objective,
+)
 from rebasin_jax.models import (
     MLP,
     ModularAdditionMLP,
@@ -61,6 +69,10 @@ __all__ = [
     "weight_matching",
     "WeightMatchingInfo",
     "weight_matching_objective",
+    "activation_matching",
+    "ActivationMatchingInfo",
+    "ste_matching",
+    "SteMatchingInfo",
     # interpolation
     "lerp",
     "interpolation_curve",

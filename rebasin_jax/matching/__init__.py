@@ -1,6 +1,22 @@
-"""The paper's three ways to find a permutation: weight, activation and STE matching."""
+"""The paper's three ways to find a permutation: weight, activation and STE matching.
 
+All three return the same permutation type (``{name: int32 array}``), accept
+``fixed``, and check that both parameter trees fit the spec.
+"""
+
+from rebasin_jax.matching.activation import ActivationMatchingInfo, ActivationStats, activation_matching
 from rebasin_jax.matching.assignment import solve_assignment
+from rebasin_jax.matching.ste import SteMatchingInfo, ste_matching
 from rebasin_jax.matching.weight import WeightMatchingInfo, weight_matching, weight_matching_objective
 
-__all__ = ["weight_matching", "WeightMatchingInfo", "weight_matching_objective", "solve_assignment"]
+__all__ = [
+    "weight_matching",
+    "WeightMatchingInfo",
+    "weight_matching_objective",
+    "activation_matching",
+    "ActivationMatchingInfo",
+    "ActivationStats",
+    "ste_matching",
+    "SteMatchingInfo",
+    "solve_assignment",
+]

@@ -180,6 +180,7 @@ def weight_matching(
     verbose: bool = False,
     return_info: bool = False,
     solver: str = "scipy",
+    track_objective: bool = True,
 ):
     """Permutation of B's units that maximises its weight inner product with A.
 
@@ -195,6 +196,9 @@ def weight_matching(
         fixed: permutation names that are not optimised (e.g. the embedding).
         verbose: print the objective after each sweep to stderr.
         return_info: also return a :class:`WeightMatchingInfo`.
+        track_objective: with ``return_info``, compute the objective after
+            every sweep (a float64 pass over all params; STE matching, which
+            only needs the sweep count, turns it off; the history is then NaN).
         solver: linear-assignment backend, ``"scipy"`` (host) or ``"hungarian"``
             (``optax.assignment``, on device).
 
@@ -220,7 +224,8 @@ def weight_matching(
     free = [name for name in spec.names if name not in set(fixed)]
     costs = _CostCache(spec, flat_a, flat_b)
 
-    objective = weight_matching_objective(spec, perm, flat_a, flat_b) if return_info or verbose else float("nan")
+    track = verbose or (return_info and track_objective)
+    objective = weight_matching_objective(spec, perm, flat_a, flat_b) if track else float("nan")
     history = [objective]
     num_solves = 0
     converged = False
@@ -253,7 +258,7 @@ def weight_matching(
                 perm[name] = jnp.asarray(cols, jnp.int32)
                 perm_host[name] = np.asarray(cols)
                 progress = True
-        if return_info or verbose:
+        if track:
             objective = weight_matching_objective(spec, perm, flat_a, flat_b)
         history.append(objective)
         if verbose:
