@@ -101,15 +101,21 @@ def finish(results: dict, out: Path, publish: Path | None, log: Log) -> None:
     validate_results(results)
     atomic_write_json(out / "results.json", results)
     if publish is not None:
-        publish.mkdir(parents=True, exist_ok=True)
-        for old in list(publish.glob("*.png")) + [publish / "results.json"]:
-            old.unlink(missing_ok=True)
-        shutil.rmtree(publish / "permutations", ignore_errors=True)
+        publish_files(out, publish, log)
+
+
+def publish_files(out: Path, publish: Path, log: Log) -> None:
+    """Replaces ``publish``'s results.json, permutations/ and PNGs with this run's."""
+    publish.mkdir(parents=True, exist_ok=True)
+    for old in list(publish.glob("*.png")) + [publish / "results.json"]:
+        old.unlink(missing_ok=True)
+    shutil.rmtree(publish / "permutations", ignore_errors=True)
+    if (out / "permutations").is_dir():
         shutil.copytree(out / "permutations", publish / "permutations")
-        for png in (out / "figures").glob("*.png"):
-            shutil.copy2(png, publish / png.name)
-        shutil.copy2(out / "results.json", publish / "results.json")
-        log(f"published to {publish}")
+    for png in (out / "figures").glob("*.png"):
+        shutil.copy2(png, publish / png.name)
+    shutil.copy2(out / "results.json", publish / "results.json")
+    log(f"published to {publish}")
 
 
 def barrier_table(results: Mapping) -> str:

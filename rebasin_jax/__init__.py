@@ -37,8 +37,8 @@ from rebasin_jax.spec import (
     register_spec,
     validate_spec,
 )
+from rebasin_jax.metrics import ClassificationMetrics
 from rebasin_jax.train import (
-    ClassificationMetrics,
     MNISTConfig,
     ModularAdditionConfig,
     TrainingDivergedError,

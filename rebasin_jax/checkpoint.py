@@ -34,6 +34,9 @@ __all__ = [
     "load_model",
     "atomic_write_bytes",
     "atomic_write_json",
+    "seed_dir",
+    "step_checkpoint_path",
+    "list_step_checkpoints",
 ]
 
 _MAGIC = b"rebasin_jax-checkpoint 1 "
@@ -148,6 +151,27 @@ def load_checkpoint(path: str | os.PathLike, *, template: Params = None, opt_tem
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{path}: optimizer state does not fit the optimizer ({err})") from None
     return Checkpoint(params, metadata, opt_state)
+
+
+def seed_dir(ckpt_dir, seed: int) -> Path:
+    """``<ckpt_dir>/seed_<seed>``: a training run's ``step_<n>.ckpt`` files,
+    ``resume.ckpt`` and ``history.json`` for one seed."""
+    return Path(ckpt_dir) / f"seed_{seed}"
+
+
+def step_checkpoint_path(ckpt_dir, seed: int, step: int) -> Path:
+    return seed_dir(ckpt_dir, seed) / f"step_{step:08d}.ckpt"
+
+
+def list_step_checkpoints(ckpt_dir, seed: int) -> list[tuple[int, Path]]:
+    """``[(step, path)]`` of the params checkpoints of ``seed``, by step."""
+    out = []
+    for path in seed_dir(ckpt_dir, seed).glob("step_*.ckpt"):
+        try:
+            out.append((int(path.stem.split("_")[1]), path))
+        except ValueError:
+            continue
+    return sorted(out)
 
 
 def load_model(path: str | os.PathLike):

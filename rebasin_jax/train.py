@@ -28,8 +28,18 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from rebasin_jax.checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+from rebasin_jax.checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    list_step_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    seed_dir,
+    step_checkpoint_path,
+)
 from rebasin_jax.data import MNIST, ModularAdditionData, modular_addition_data
+from rebasin_jax.distributed import is_writer, padded_seeds, replicate, seed_mesh, shard_seeds, to_host
+from rebasin_jax.metrics import ClassificationMetrics, cross_entropy
 from rebasin_jax.models import MLP, ModularAdditionMLP, example_input, model_config, model_name
 from rebasin_jax.types import Params
 
@@ -153,51 +163,10 @@ class TrainingDivergedError(FloatingPointError):
     """A loss became NaN or infinite; the message names the seed and step."""
 
 
-def _cross_entropy(logits, labels):
-    # float32 log-softmax: stable down to the 1e-6 test losses grokking reaches.
-    logits = logits.astype(jnp.float32)
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassificationMetrics:
-    """``metric_fn(params, inputs, labels) -> {"loss", "acc"}`` for a classifier.
-
-    A frozen dataclass (hashable by value) so it can be a static argument of
-    jitted functions such as ``interpolation_curve``. With ``batch_size`` the
-    data are processed in chunks by ``lax.map`` (bounded activation memory);
-    the last chunk is padded and masked.
-    """
-
-    model: nn.Module
-    batch_size: int | None = None
-
-    def __call__(self, params, inputs, labels):
-        variables = {"params": params}
-        n = inputs.shape[0]
-        if self.batch_size is None or self.batch_size >= n:
-            logits = self.model.apply(variables, inputs)
-            return {"loss": _cross_entropy(logits, labels).mean(), "acc": (logits.argmax(-1) == labels).mean()}
-        bs = self.batch_size
-        chunks = -(-n // bs)
-        pad = chunks * bs - n
-        xs = jnp.pad(inputs, [(0, pad)] + [(0, 0)] * (inputs.ndim - 1)).reshape((chunks, bs) + inputs.shape[1:])
-        ys = jnp.pad(labels, (0, pad)).reshape(chunks, bs)
-        ws = (jnp.arange(chunks * bs) < n).astype(jnp.float32).reshape(chunks, bs)
-
-        def one(args):
-            x, y, w = args
-            logits = self.model.apply(variables, x)
-            return jnp.sum(w * _cross_entropy(logits, y)), jnp.sum(w * (logits.argmax(-1) == y))
-
-        loss, correct = jax.lax.map(one, (xs, ys, ws))
-        return {"loss": loss.sum() / n, "acc": correct.sum() / n}
-
-
 def _train_step(model, tx, state: TrainState, x, y):
     def loss_fn(params):
         logits = model.apply({"params": params}, x)
-        return _cross_entropy(logits, y).mean(), (logits.argmax(-1) == y).mean()
+        return cross_entropy(logits, y).mean(), (logits.argmax(-1) == y).mean()
 
     (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -264,26 +233,6 @@ def _eval_seeds(metric_fn, params, x, y):
 # ---------------------------------------------------------------------------
 
 
-def seed_dir(ckpt_dir, seed: int) -> Path:
-    """``<ckpt_dir>/seed_<seed>``: step checkpoints, ``resume.ckpt``, ``history.json``."""
-    return Path(ckpt_dir) / f"seed_{seed}"
-
-
-def step_checkpoint_path(ckpt_dir, seed: int, step: int) -> Path:
-    return seed_dir(ckpt_dir, seed) / f"step_{step:08d}.ckpt"
-
-
-def list_step_checkpoints(ckpt_dir, seed: int) -> list[tuple[int, Path]]:
-    """``[(step, path)]`` of the params checkpoints of ``seed``, by step."""
-    out = []
-    for path in seed_dir(ckpt_dir, seed).glob("step_*.ckpt"):
-        try:
-            out.append((int(path.stem.split("_")[1]), path))
-        except ValueError:
-            continue
-    return sorted(out)
-
-
 def unstack(tree, i: int):
     """Element ``i`` of the leading (seed) axis of every leaf."""
     return jax.tree_util.tree_map(lambda x: x[i], tree)
@@ -342,52 +291,59 @@ def _load_resume(task: "_Task", ckpt_dir, seed: int, template: TrainState):
 class _Task(NamedTuple):
     model: nn.Module
     config: Any
-    run_chunk: Callable  # (state, seeds) -> (state, (losses, accs)) with (S, n) arrays
-    evaluate: Callable  # (state, losses, accs) -> {metric: (S,) np.ndarray}
+    data: tuple  # device arrays the chunk and eval functions read (replicated on a mesh)
+    run_chunk: Callable  # (state, seeds, max_steps, data) -> (state, (losses, accs)) with (S, n) arrays
+    evaluate: Callable  # (state, losses, accs, before, after, data) -> {metric: (S,) np.ndarray}
     max_steps: int
     checkpoint_every: int
     stop_test_loss: float | None
     desc: str
 
 
-def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool) -> TrainResult:
+def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool, devices=None) -> TrainResult:
     seeds = tuple(int(s) for s in seeds)
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
+    n = len(seeds)
+    mesh = seed_mesh(devices)
+    run_seeds = padded_seeds(seeds, mesh)  # padding copies the last seed; dropped from all results
     tx = _optimizer(task.config)
-    fresh = _init_states(task.model, tx, jnp.asarray(seeds, jnp.int32))
+    fresh = _init_states(task.model, tx, jnp.asarray(run_seeds, jnp.int32))
     states, histories = [], []
     for i, seed in enumerate(seeds):
         loaded = _load_resume(task, ckpt_dir, seed, unstack(fresh, i)) if ckpt_dir is not None else None
         states.append(loaded[0] if loaded else unstack(fresh, i))
         histories.append(loaded[1] if loaded else [])
-    state = _stack(states)
-    seeds_arr = jnp.asarray(seeds, jnp.int32)
+    states += [states[-1]] * (len(run_seeds) - n)
+    state = shard_seeds(_stack(states), mesh)
+    seeds_arr = shard_seeds(jnp.asarray(run_seeds, jnp.int32), mesh)
+    data = replicate(task.data, mesh)
     max_steps = jnp.asarray(task.max_steps, jnp.int32)
 
-    steps = np.asarray(state.step)
+    steps = to_host(state.step)
     bar = tqdm(total=task.max_steps, initial=int(steps.min()), desc=task.desc, disable=not progress, leave=False)
     while True:
-        done = np.asarray(state.done)
+        done = to_host(state.done)
         active = ~done & (steps < task.max_steps)
         if not active.any():
             break
         before = steps
-        state, (losses, accs) = task.run_chunk(state, seeds_arr, max_steps)
-        losses = np.asarray(losses)
-        steps = np.asarray(state.step)
-        bad = ~np.isfinite(losses)
+        state, (losses, accs) = task.run_chunk(state, seeds_arr, max_steps, data)
+        losses = to_host(losses)
+        steps = to_host(state.step)
+        bad = ~np.isfinite(losses[:n])
         if bad.any():
             s, j = map(int, np.argwhere(bad)[0])
             raise TrainingDivergedError(
                 f"seed {seeds[s]}: loss is {losses[s, j]} at step {int(before[s]) + j + 1}; training stopped "
                 f"(lower the learning rate or check the data)"
             )
-        metrics = task.evaluate(state, losses, np.asarray(accs), before, steps)
-        done = np.asarray(state.done)
+        metrics = task.evaluate(state, losses, to_host(accs), before, steps, data)
+        done = to_host(state.done)
         if task.stop_test_loss is not None:
             done = done | (metrics["test_loss"] < task.stop_test_loss)
-            state = state._replace(done=jnp.asarray(done))
+            state = state._replace(done=shard_seeds(jnp.asarray(done), mesh))
+        host_state = None
         for i, seed in enumerate(seeds):
             if steps[i] == before[i]:
                 continue
@@ -395,12 +351,14 @@ def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool) -> Train
             histories[i].append(record)
             finished = bool(done[i]) or steps[i] >= task.max_steps
             crossed = steps[i] // task.checkpoint_every > before[i] // task.checkpoint_every
-            if ckpt_dir is not None and (crossed or finished):
-                _save(task, ckpt_dir, seed, unstack(state, i), record, histories[i])
-        bar.update(int(steps.min()) - bar.n)
-        bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in metrics.items()})
+            if ckpt_dir is not None and (crossed or finished) and is_writer():
+                host_state = host_state or jax.tree_util.tree_map(to_host, state)
+                _save(task, ckpt_dir, seed, unstack(host_state, i), record, histories[i])
+        bar.update(int(steps[:n].min()) - bar.n)
+        bar.set_postfix({k: f"{float(np.mean(v[:n])):.3g}" for k, v in metrics.items()})
     bar.close()
-    return TrainResult(state.params, histories, steps, seeds)
+    params = jax.tree_util.tree_map(lambda x: to_host(x)[:n], state.params)
+    return TrainResult(params, histories, steps[:n], seeds)
 
 
 def _save(task: _Task, ckpt_dir, seed: int, state: TrainState, record: dict, history: list) -> None:
@@ -425,6 +383,7 @@ def train_modular_addition(
     ckpt_dir=None,
     data: ModularAdditionData | None = None,
     progress: bool = True,
+    devices: Sequence[jax.Device] | None = None,
 ) -> TrainResult:
     """Trains ``ModularAdditionMLP`` for every seed at once (full batch).
 
@@ -433,8 +392,12 @@ def train_modular_addition(
     writes ``seed_<s>/step_<n>.ckpt`` every ``checkpoint_every`` steps and at the
     end, ``history.json`` and ``resume.ckpt``, and resumes from them.
 
+    With several ``devices`` (default: all of ``jax.devices()``) the seed axis is
+    sharded over them (see :mod:`rebasin_jax.distributed`); the parameters are
+    the same as on one device.
+
     Returns:
-        :class:`TrainResult` with params stacked over ``seeds``.
+        :class:`TrainResult` with params stacked over ``seeds`` (host arrays).
 
     Raises:
         TrainingDivergedError: on a non-finite loss (names seed and step).
@@ -447,18 +410,21 @@ def train_modular_addition(
     x_te, y_te = jnp.asarray(data.test.images), jnp.asarray(data.test.labels)
     metric = ClassificationMetrics(model)
 
-    def run_chunk(state, seeds, max_steps):
+    def run_chunk(state, seeds, max_steps, data):
+        x_tr, y_tr, _, _ = data
         return _full_batch_chunk(model, tx, config.log_every, state, max_steps, x_tr, y_tr)
 
-    def evaluate(state, losses, accs, before, after):
+    def evaluate(state, losses, accs, before, after, data):
+        x_tr, y_tr, x_te, y_te = data
         tr = _eval_seeds(metric, state.params, x_tr, y_tr)
         te = _eval_seeds(metric, state.params, x_te, y_te)
-        return {"train_loss": np.asarray(tr["loss"]), "train_acc": np.asarray(tr["acc"]),
-                "test_loss": np.asarray(te["loss"]), "test_acc": np.asarray(te["acc"])}
+        return {"train_loss": to_host(tr["loss"]), "train_acc": to_host(tr["acc"]),
+                "test_loss": to_host(te["loss"]), "test_acc": to_host(te["acc"])}
 
     every = max(1, -(-config.checkpoint_every // config.log_every)) * config.log_every
-    task = _Task(model, config, run_chunk, evaluate, config.max_steps, every, config.stop_test_loss, "modular addition")
-    return _train(task, seeds, ckpt_dir, progress)
+    task = _Task(model, config, (x_tr, y_tr, x_te, y_te), run_chunk, evaluate, config.max_steps, every,
+                 config.stop_test_loss, "modular addition")
+    return _train(task, seeds, ckpt_dir, progress, devices)
 
 
 def mnist_arrays(mnist: MNIST):
@@ -475,6 +441,7 @@ def train_mnist(
     *,
     ckpt_dir=None,
     progress: bool = True,
+    devices: Sequence[jax.Device] | None = None,
 ) -> TrainResult:
     """Trains the MNIST :class:`MLP` for every seed at once (one epoch per compiled chunk).
 
@@ -492,15 +459,17 @@ def train_mnist(
         raise ValueError(f"batch_size {config.batch_size} exceeds the {x_tr.shape[0]} training examples")
     metric = ClassificationMetrics(model, batch_size=2000)
 
-    def run_chunk(state, seeds, max_steps):
+    def run_chunk(state, seeds, max_steps, data):
+        x_tr, y_tr, _, _ = data
         return _minibatch_epoch(model, tx, config.batch_size, steps_per_epoch, state, seeds, max_steps, x_tr, y_tr)
 
-    def evaluate(state, losses, accs, before, after):
+    def evaluate(state, losses, accs, before, after, data):
+        _, _, x_te, y_te = data
         te = _eval_seeds(metric, state.params, x_te, y_te)
         n = np.maximum(after - before, 1)
         return {"train_loss": losses.sum(1) / n, "train_acc": accs.sum(1) / n,
-                "test_loss": np.asarray(te["loss"]), "test_acc": np.asarray(te["acc"])}
+                "test_loss": to_host(te["loss"]), "test_acc": to_host(te["acc"])}
 
-    task = _Task(model, config, run_chunk, evaluate, config.epochs * steps_per_epoch,
+    task = _Task(model, config, (x_tr, y_tr, x_te, y_te), run_chunk, evaluate, config.epochs * steps_per_epoch,
                  config.checkpoint_every_epochs * steps_per_epoch, None, "MNIST")
-    return _train(task, seeds, ckpt_dir, progress)
+    return _train(task, seeds, ckpt_dir, progress, devices)

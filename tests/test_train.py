@@ -43,8 +43,11 @@ def test_deterministic_and_independent_of_other_seeds():
     r1 = T.train_modular_addition(SHORT, seeds=(0, 1), progress=False)
     r2 = T.train_modular_addition(SHORT, seeds=(0, 1), progress=False)
     alone = T.train_modular_addition(SHORT, seeds=(1,), progress=False)
-    assert _leaves_equal(r1.params, r2.params)
-    assert _leaves_equal(T.unstack(r1.params, 1), T.unstack(alone.params, 0))
+    assert _leaves_equal(r1.params, r2.params)  # bit-identical reruns
+    # trained alone or next to another seed: the same up to float rounding (the
+    # batched program may sum in another order on another CPU)
+    for x, y in zip(jax.tree_util.tree_leaves(T.unstack(r1.params, 1)), jax.tree_util.tree_leaves(T.unstack(alone.params, 0))):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     assert not _leaves_equal(T.unstack(r1.params, 0), T.unstack(r1.params, 1))
 
 

@@ -96,3 +96,24 @@ def test_help_and_bad_flags(module, capsys):
     assert "different seeds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         module.main(["--methods", "magic"])
+
+
+def test_grokking_connectivity_smoke(tmp_path):
+    from experiments import grokking_connectivity
+
+    out = tmp_path / "run"
+    results = grokking_connectivity.main(["--smoke", "--quiet", "--out", str(out), "--num-seeds", "3"])
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["summary"]["pairs"] == 3 == len(on_disk["pairs"])
+    assert [r["step"] for r in on_disk["transition"]] == [50, 100, 150, 200]
+    for row in on_disk["pairs"]:
+        assert 0.0 <= row["jaccard"] <= 1.0
+        for method in ("naive", "weight", "orthogonal"):
+            assert np.isfinite(row[method]["test_loss"])
+        assert set(row["neuron_agreement"]) == {"P_0", "P_1"}
+    assert len(on_disk["models"]) == 3 and all(len(m["embedding_frequency_norms"]) == 11 for m in on_disk["models"])
+    assert "naive" in on_disk["control"] and "reference_pair_naive" in on_disk["control"]
+    for name in ("barrier_vs_step.png", "barrier_vs_jaccard.png", "embedding_spectra.png"):
+        assert (out / "figures" / name).stat().st_size > 5000
+    assert results["summary"]["mean_barrier"] == on_disk["summary"]["mean_barrier"]
+    assert set(on_disk["summary"]["mean_barrier"]) == {"naive", "weight", "orthogonal"}
