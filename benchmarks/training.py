@@ -60,12 +60,40 @@ def mnist_training_flops_per_s(epochs: int = 2) -> tuple[float, float]:
     return 2.0 * cfg.batch_size * (3 * weights - first) * steps / dt, dt
 
 
-def modadd_steps_per_s(num_seeds: int, steps: int = 1000) -> float:
+def modadd_steps_per_s(num_seeds: int, steps: int = 1000, repeats: int = 2) -> float:
+    """Full-batch steps per second of ``num_seeds`` seeds vmapped on one device
+    (one compiled chunk of ``steps`` steps; the first call compiles)."""
     cfg = T.ModularAdditionConfig(max_steps=steps, stop_test_loss=0.0, log_every=steps)
     seeds = tuple(range(num_seeds))
-    T.train_modular_addition(cfg, seeds, progress=False)  # compile
-    t = best_time(lambda: T.train_modular_addition(cfg, seeds, progress=False), repeats=2)
+    t = best_time(lambda: T.train_modular_addition(cfg, seeds, progress=False), repeats=repeats)
     return steps / t
+
+
+SHARDED = """
+import json, time, jax
+from rebasin_jax import train as T
+cfg = T.ModularAdditionConfig(max_steps=1000, stop_test_loss=0.0, log_every=1000)
+out = {}
+for name, devices in (("one", jax.devices()[:1]), ("all", None)):
+    T.train_modular_addition(cfg, (0, 1), progress=False, devices=devices)
+    t = time.perf_counter()
+    T.train_modular_addition(cfg, (0, 1), progress=False, devices=devices)
+    out[name] = 1000 / (time.perf_counter() - t)
+print(json.dumps(out))
+"""
+
+
+def sharded_modadd_steps_per_s(num_devices: int = 2) -> dict:
+    """2 seeds on 1 vs ``num_devices`` simulated host devices (a subprocess:
+    the device count is fixed when JAX starts)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+    proc = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run() -> list[tuple[str, str, str]]:
@@ -73,6 +101,8 @@ def run() -> list[tuple[str, str, str]]:
     achieved, epoch_s = mnist_training_flops_per_s()
     one = modadd_steps_per_s(1)
     two = modadd_steps_per_s(2)
+    eight = modadd_steps_per_s(8, steps=300, repeats=1)
+    sharded = sharded_modadd_steps_per_s(2)
     return [
         ("matmul throughput (500x512 @ 512x512) [GFLOP/s]", f"{peak / 1e9:.1f}", ""),
         ("MNIST MLP training [GFLOP/s], 1 seed", f"{achieved / 1e9:.1f}", ""),
@@ -81,6 +111,10 @@ def run() -> list[tuple[str, str, str]]:
         ("modular addition steps/s, 1 seed", f"{one:.0f}", ""),
         ("modular addition steps/s, 2 seeds vmapped", f"{two:.0f}", ""),
         ("per-seed cost, 2 seeds / 1 seed", f"{one / (2 * two):.2f}", "<= 1.0"),
+        ("modular addition steps/s, 8 seeds vmapped", f"{eight:.0f}", ""),
+        ("per-seed cost, 8 seeds / 1 seed", f"{one / (8 * eight):.2f}", ""),
+        ("2 seeds sharded on 2 host devices: steps/s", f"{sharded['all']:.0f} (1 device: {sharded['one']:.0f})", ""),
+        ("per-seed cost, 2 seeds on 2 host devices / 1 seed", f"{one / (2 * sharded['all']):.2f}", "<= 1.0"),
     ]
 
 

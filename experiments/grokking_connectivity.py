@@ -10,9 +10,10 @@
    frequency; for every pair, the barrier after matching against the overlap
    (Jaccard) of the key-frequency sets and the fraction of matched neurons
    that share a frequency.
-3. Controls: B trained from A's initialisation on another train split
-   (positive control), and an orthogonal (Procrustes) alignment of the
-   embedding space together with the hidden-unit permutations.
+3. Controls: B trained from A's initialisation, or spawned from A's
+   checkpoint at step k, on another train split (positive controls), and an
+   orthogonal (Procrustes) alignment of the embedding space together with the
+   hidden-unit permutations.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def parse_args(argv=None):
                         help="training steps of the transition pair, no early stop (default: %(default)s)")
     parser.add_argument("--transition-every", type=int, default=100,
                         help="checkpoint spacing of the transition pair (default: %(default)s)")
+    parser.add_argument("--spawn-steps", type=int, nargs="*", default=[500, 2000],
+                        help="positive controls spawned from A's checkpoints at these steps (default: 500 2000)")
     parser.add_argument("--key-fraction", type=float, default=0.2,
                         help="a frequency is 'key' if its squared embedding norm is at least this fraction of "
                              "the largest (default: %(default)s)")
@@ -60,6 +63,9 @@ def parse_args(argv=None):
         parser.error("--num-seeds must be at least 2")
     if args.transition_steps % args.transition_every:
         parser.error("--transition-steps must be a multiple of --transition-every")
+    bad = [k for k in args.spawn_steps if k % args.transition_every or not 0 < k <= args.transition_steps]
+    if bad and not args.smoke:
+        parser.error(f"--spawn-steps {bad}: must be multiples of --transition-every within the transition run")
     return args
 
 
@@ -130,6 +136,7 @@ def main(argv=None) -> dict:
         cfg = dataclasses.replace(cfg, **SMOKE)
         transition_steps = 200
     every = min(args.transition_every, transition_steps) if not args.smoke else 50
+    spawn_steps = tuple(args.spawn_steps) if not args.smoke else (50, 100)
     cfg_t = dataclasses.replace(cfg, max_steps=transition_steps)
     model = cfg.model()
     spec = get_spec("modular_addition_mlp", num_hidden_layers=len(cfg.hidden), embed_mode=cfg.embed_mode,
@@ -187,28 +194,40 @@ def main(argv=None) -> dict:
     log(f"{len(pairs)} pairs analysed")
     t_pairs = time.perf_counter() - t0 - t_transition
 
-    # 3. Positive control: B from A's initialisation, trained on another split.
+    # 3. Positive controls, all against A = seed A's final model, on all p^2 pairs
+    #    (the controls train on another split, so no test set is shared):
+    #    B from A's initialisation trained on another split, and B spawned from
+    #    A's checkpoint at step k (Frankle et al. 2020) trained on another split.
     cfg_ctrl = dataclasses.replace(cfg, data_seed=cfg.data_seed + 1)
-    ctrl = train_modular_addition(cfg_ctrl, (all_seeds[0],), ckpt_dir=out / "checkpoints" / "control", progress=progress)
-    p_ctrl = unstack(ctrl.params, 0)
+    anchor = unstack(train_modular_addition(cfg, (seeds[0],), ckpt_dir=out / "checkpoints" / "seeds", data=data,
+                                            progress=progress).params, 0)
     everything = (x_all, y_all)
-    wm_ctrl = weight_matching(jax.random.key(7), spec, params[0], p_ctrl)
-    control = {
-        "description": f"seed {all_seeds[0]} (split {cfg.data_seed}) vs the same initialisation trained on split "
-                       f"{cfg_ctrl.data_seed}; barriers on all p^2 pairs",
-        "jaccard": jaccard(fourier[0][1][args.key_fraction],
-                           model_fourier(model, p_ctrl, x_all, cfg.p, args.key_fraction)[1][args.key_fraction]),
-        "control_key_frequencies": list(model_fourier(model, p_ctrl, x_all, cfg.p, args.key_fraction)[1][args.key_fraction]),
-        "naive": _barriers(metric, params[0], p_ctrl, lambdas, everything),
-        "weight": _barriers(metric, params[0], apply_permutation(spec, wm_ctrl, p_ctrl), lambdas, everything),
-        "reference_pair_naive": _barriers(metric, params[0], params[1], lambdas, everything),
-        "reference_pair_weight": _barriers(metric, params[0],
-                                           apply_permutation(spec, weight_matching(jax.random.key(7), spec,
-                                                                                   params[0], params[1]), params[1]),
-                                           lambdas, everything),
-    }
-    log(f"control: naive barrier {control['naive']['test_loss']:.3f} vs independent pair "
-        f"{control['reference_pair_naive']['test_loss']:.3f}")
+    anchor_keys = model_fourier(model, anchor, x_all, cfg.p, args.key_fraction)[1][args.key_fraction]
+    candidates = {"same_init_other_split": (f"seed {seeds[0]}'s initialisation trained on split {cfg_ctrl.data_seed}",
+                                            None)}
+    for k in spawn_steps:
+        start = load_checkpoint(step_checkpoint_path(out / "checkpoints" / "transition", seeds[0], k)).params
+        candidates[f"spawn_{k}"] = (f"spawned from A's step-{k} checkpoint, trained on split {cfg_ctrl.data_seed}", start)
+    controls = {}
+    for name, (description, start) in candidates.items():
+        trained_ctrl = train_modular_addition(cfg_ctrl, (seeds[0],), ckpt_dir=out / "checkpoints" / f"control_{name}",
+                                              progress=progress, init_params=None if start is None else [start])
+        p_ctrl = unstack(trained_ctrl.params, 0)
+        wm_ctrl = weight_matching(jax.random.key(7), spec, anchor, p_ctrl)
+        keys = model_fourier(model, p_ctrl, x_all, cfg.p, args.key_fraction)[1][args.key_fraction]
+        controls[name] = {"description": description, "key_frequencies": list(keys),
+                          "jaccard": jaccard(anchor_keys, keys), "steps": int(trained_ctrl.steps[0]),
+                          "naive": _barriers(metric, anchor, p_ctrl, lambdas, everything),
+                          "weight": _barriers(metric, anchor, apply_permutation(spec, wm_ctrl, p_ctrl), lambdas,
+                                              everything)}
+        log(f"control {name}: naive barrier {controls[name]['naive']['test_loss']:.3f}, "
+            f"weight matching {controls[name]['weight']['test_loss']:.3f}")
+    other = params[all_seeds.index(seeds[1])] if seeds[1] in all_seeds else params[1]
+    wm_ref = weight_matching(jax.random.key(7), spec, anchor, other)
+    controls["independent_reference"] = {
+        "description": f"seed {seeds[0]} vs seed {seeds[1]} (independent), same measure",
+        "naive": _barriers(metric, anchor, other, lambdas, everything),
+        "weight": _barriers(metric, anchor, apply_permutation(spec, wm_ref, other), lambdas, everything)}
 
     def col(key, sub="test_loss"):
         return [r[key][sub] for r in pairs]
@@ -229,7 +248,7 @@ def main(argv=None) -> dict:
                "config": {"train": dataclasses.asdict(cfg), "transition_steps": transition_steps,
                           "transition_every": every, "key_fraction": args.key_fraction, "lambdas": len(lambdas),
                           "smoke": args.smoke},
-               "transition": transition, "models": models, "pairs": pairs, "control": control, "summary": summary}
+               "transition": transition, "models": models, "pairs": pairs, "controls": controls, "summary": summary}
 
     # Figures.
     fig_dir = out / "figures"
@@ -271,8 +290,7 @@ def main(argv=None) -> dict:
     if not args.quiet:
         print(f"mean test-loss barrier over {len(pairs)} pairs: " +
               ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_barrier"].items()))
-        print(f"Pearson(Jaccard, WM barrier) = {summary['pearson_jaccard_vs_weight_barrier']:.3f}; "
-              f"control naive barrier {control['naive']['test_loss']:.3f}; total {total:.0f}s")
+        print(f"Pearson(Jaccard, WM barrier) = {summary['pearson_jaccard_vs_weight_barrier']:.3f}; total {total:.0f}s")
     return results
 
 

@@ -300,7 +300,7 @@ class _Task(NamedTuple):
     desc: str
 
 
-def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool, devices=None) -> TrainResult:
+def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool, devices=None, init_params=None) -> TrainResult:
     seeds = tuple(int(s) for s in seeds)
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be distinct and non-empty, got {seeds}")
@@ -309,6 +309,12 @@ def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool, devices=
     run_seeds = padded_seeds(seeds, mesh)  # padding copies the last seed; dropped from all results
     tx = _optimizer(task.config)
     fresh = _init_states(task.model, tx, jnp.asarray(run_seeds, jnp.int32))
+    if init_params is not None:
+        if len(init_params) != n:
+            raise ValueError(f"init_params has {len(init_params)} entries for {n} seeds")
+        starts = [jax.tree_util.tree_map(jnp.asarray, p) for p in init_params]
+        starts += [starts[-1]] * (len(run_seeds) - n)
+        fresh = TrainState(_stack(starts), jax.vmap(tx.init)(_stack(starts)), fresh.step, fresh.done)
     states, histories = [], []
     for i, seed in enumerate(seeds):
         loaded = _load_resume(task, ckpt_dir, seed, unstack(fresh, i)) if ckpt_dir is not None else None
@@ -354,7 +360,8 @@ def _train(task: _Task, seeds: Sequence[int], ckpt_dir, progress: bool, devices=
             if ckpt_dir is not None and (crossed or finished) and is_writer():
                 host_state = host_state or jax.tree_util.tree_map(to_host, state)
                 _save(task, ckpt_dir, seed, unstack(host_state, i), record, histories[i])
-        bar.update(int(steps[:n].min()) - bar.n)
+        running = (~done & (steps < task.max_steps))[:n]
+        bar.update(int(steps[:n][running].min() if running.any() else steps[:n].max()) - bar.n)
         bar.set_postfix({k: f"{float(np.mean(v[:n])):.3g}" for k, v in metrics.items()})
     bar.close()
     params = jax.tree_util.tree_map(lambda x: to_host(x)[:n], state.params)
@@ -384,6 +391,7 @@ def train_modular_addition(
     data: ModularAdditionData | None = None,
     progress: bool = True,
     devices: Sequence[jax.Device] | None = None,
+    init_params: Sequence[Params] | None = None,
 ) -> TrainResult:
     """Trains ``ModularAdditionMLP`` for every seed at once (full batch).
 
@@ -391,6 +399,12 @@ def train_modular_addition(
     every ``log_every`` steps) or at ``config.max_steps``. With ``ckpt_dir``,
     writes ``seed_<s>/step_<n>.ckpt`` every ``checkpoint_every`` steps and at the
     end, ``history.json`` and ``resume.ckpt``, and resumes from them.
+
+    ``init_params`` (one params tree per seed) starts training from given
+    weights at step 0 with a fresh optimizer state instead of the seed's
+    initialisation -- e.g. to spawn a model from another one's checkpoint
+    (Frankle et al. 2020). Give such runs their own ``ckpt_dir``: resuming only
+    checks the config, not where the weights started.
 
     With several ``devices`` (default: all of ``jax.devices()``) the seed axis is
     sharded over them (see :mod:`rebasin_jax.distributed`); the parameters are
@@ -424,7 +438,7 @@ def train_modular_addition(
     every = max(1, -(-config.checkpoint_every // config.log_every)) * config.log_every
     task = _Task(model, config, (x_tr, y_tr, x_te, y_te), run_chunk, evaluate, config.max_steps, every,
                  config.stop_test_loss, "modular addition")
-    return _train(task, seeds, ckpt_dir, progress, devices)
+    return _train(task, seeds, ckpt_dir, progress, devices, init_params)
 
 
 def mnist_arrays(mnist: MNIST):

@@ -114,3 +114,17 @@ def test_mnist_seeds_differ_and_bad_batch_size():
     assert not _leaves_equal(T.unstack(r.params, 0), T.unstack(r.params, 1))
     with pytest.raises(ValueError, match="batch_size 500 exceeds the 200"):
         T.train_mnist(data, T.MNISTConfig(features=(8,), epochs=1), seeds=(0,), progress=False)
+
+
+def test_init_params_start_from_given_weights():
+    # Full-batch training is a function of the starting weights only, so starting
+    # seed 0 from seed 3's initial weights reproduces seed 3's run.
+    cfg = dataclasses.replace(SHORT, max_steps=100)
+    init = T._init_states(cfg.model(), T._optimizer(cfg), jax.numpy.asarray([3]))
+    spawned = T.train_modular_addition(cfg, seeds=(0,), progress=False, init_params=[T.unstack(init.params, 0)])
+    seed3 = T.train_modular_addition(cfg, seeds=(3,), progress=False)
+    seed0 = T.train_modular_addition(cfg, seeds=(0,), progress=False)
+    assert _leaves_equal(spawned.params, seed3.params)
+    assert not _leaves_equal(spawned.params, seed0.params)
+    with pytest.raises(ValueError, match="init_params has 2 entries for 1 seeds"):
+        T.train_modular_addition(cfg, seeds=(0,), progress=False, init_params=[T.unstack(init.params, 0)] * 2)

@@ -235,12 +235,27 @@ def weight_matching(
         idx = np.asarray(jax.random.permutation(jax.random.fold_in(key, sweep), len(free)))
         return [free[int(i)] for i in idx]
 
+    # A permutation's cost matrix depends only on the permutations on the other
+    # axes of the params it touches. If none of them (nor itself) changed since
+    # it was last solved, solving again cannot make progress: skip it.
+    deps = {
+        name: tuple(sorted({q for path, _ in spec.perm_to_axes[name] for q in spec.axes_to_perm[path] if q is not None}))
+        for name in free
+    }
+    solved_with: dict[str, tuple] = {}
+
+    def unchanged_since_solved(name: str) -> bool:
+        seen = solved_with.get(name)
+        return seen is not None and all(perm_host[q] is v for q, v in zip(deps[name], seen))
+
     upcoming = order(0)
     for sweep in range(max_iter):
         sweeps += 1
         progress = False
         current, upcoming = upcoming, order(sweep + 1)
         for j, name in enumerate(current):
+            if unchanged_since_solved(name):
+                continue
             pending = costs.cost(name, perm, perm_host)
             # Prefetch: dispatch the next cost matrix's terms now (JAX runs them
             # asynchronously) so they compute while the host solves this one.
@@ -258,6 +273,7 @@ def weight_matching(
                 perm[name] = jnp.asarray(cols, jnp.int32)
                 perm_host[name] = np.asarray(cols)
                 progress = True
+            solved_with[name] = tuple(perm_host[q] for q in deps[name])
         if track:
             objective = weight_matching_objective(spec, perm, flat_a, flat_b)
         history.append(objective)
