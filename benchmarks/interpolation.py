@@ -10,7 +10,6 @@ from __future__ import annotations
 import resource
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

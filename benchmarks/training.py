@@ -6,7 +6,6 @@ modular addition with 1 seed vs several seeds vmapped.
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
@@ -15,7 +14,7 @@ import numpy as np
 
 from benchmarks.common import best_time, block, print_table
 from rebasin_jax import train as T
-from rebasin_jax.data import MNIST, Split, modular_addition_data
+from rebasin_jax.data import MNIST, Split
 
 
 def matmul_flops_per_s(m: int = 500, k: int = 512, n: int = 512, reps: int = 200) -> float:

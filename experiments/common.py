@@ -79,6 +79,24 @@ def start_run(out: Path) -> None:
         shutil.rmtree(out / sub, ignore_errors=True)
 
 
+def pair_results(name: str, out: Path, seeds, curves: Mapping, config: Mapping, lambdas) -> dict:
+    """The results.json dict of a two-model study (see ``rebasin_jax.study.validate_results``).
+
+    Models A and B are described by their last checkpoint under ``out/checkpoints``
+    and their metrics at the ends (lambda 0 and 1) of the naive curve.
+    """
+    from rebasin_jax.checkpoint import list_step_checkpoints
+
+    naive = curves["naive"]
+    models = {}
+    for label, idx, seed in (("a", 0, seeds[0]), ("b", -1, seeds[1])):
+        step, ckpt = list_step_checkpoints(out / "checkpoints", seed)[-1]
+        models[label] = {"seed": seed, "step": step, "checkpoint": str(ckpt.relative_to(out)),
+                         **{k: naive[k][idx] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}}
+    return {"experiment": name, "config": dict(config), "models": models, "lambdas": list(lambdas),
+            "curves": dict(curves)}
+
+
 def interpolation_figures(results: Mapping, fig_dir: Path) -> list[Path]:
     """One loss and one accuracy figure per method/variant, plus the summary."""
     curves, lambdas = results["curves"], results["lambdas"]

@@ -29,7 +29,7 @@ from rebasin_jax.models import hidden_activations
 from rebasin_jax.plotting import Line, Panel, history_panels, plot
 from rebasin_jax.spec import apply_permutation, get_spec, validate_spec
 from rebasin_jax.study import MatchingInputs, compare_methods
-from rebasin_jax.train import ClassificationMetrics, MNISTConfig, list_step_checkpoints, train_mnist, unstack
+from rebasin_jax.train import ClassificationMetrics, MNISTConfig, train_mnist, unstack
 
 from experiments.modular_addition import SupervisedLoss, apply_logits
 
@@ -182,21 +182,10 @@ def main(argv=None) -> dict:
     t_epochs = time.perf_counter() - t2
 
     # 5. Results and figures.
-    naive = curves["naive"]
-    models = {}
-    for label, idx, seed in (("a", 0, seeds[0]), ("b", -1, seeds[1])):
-        step, ckpt = list_step_checkpoints(out / "checkpoints", seed)[-1]
-        models[label] = {"seed": seed, "step": step, "checkpoint": str(ckpt.relative_to(out)),
-                         **{k: naive[k][idx] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}}
-    results = {
-        "experiment": NAME,
-        "config": {"train": dataclasses.asdict(train_cfg), "study": dataclasses.asdict(study_cfg),
-                   "methods": list(args.methods), "smoke": args.smoke},
-        "models": models,
-        "lambdas": lambdas,
-        "curves": curves,
-        "barrier_vs_epoch": rows,
-    }
+    config = {"train": dataclasses.asdict(train_cfg), "study": dataclasses.asdict(study_cfg),
+              "methods": list(args.methods), "smoke": args.smoke}
+    results = common.pair_results(NAME, out, seeds, curves, config, lambdas)
+    results["barrier_vs_epoch"] = rows
     fig_dir = out / "figures"
     common.interpolation_figures(results, fig_dir)
     plot(fig_dir / "barrier_vs_epoch.png", barrier_panels(rows),

@@ -29,7 +29,6 @@ from rebasin_jax.study import MatchingInputs, compare_methods
 from rebasin_jax.train import (
     ClassificationMetrics,
     ModularAdditionConfig,
-    list_step_checkpoints,
     train_modular_addition,
     unstack,
 )
@@ -135,20 +134,9 @@ def main(argv=None) -> dict:
     t_match = time.perf_counter() - t1
 
     # 4. Results and figures.
-    naive = curves["naive"]
-    models = {}
-    for label, idx, seed in (("a", 0, seeds[0]), ("b", -1, seeds[1])):
-        step, ckpt = list_step_checkpoints(out / "checkpoints", seed)[-1]
-        models[label] = {"seed": seed, "step": step, "checkpoint": str(ckpt.relative_to(out)),
-                         **{k: naive[k][idx] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}}
-    results = {
-        "experiment": NAME,
-        "config": {"train": dataclasses.asdict(train_cfg), "study": dataclasses.asdict(study_cfg),
-                   "methods": list(args.methods), "smoke": args.smoke},
-        "models": models,
-        "lambdas": lambdas,
-        "curves": curves,
-    }
+    config = {"train": dataclasses.asdict(train_cfg), "study": dataclasses.asdict(study_cfg),
+              "methods": list(args.methods), "smoke": args.smoke}
+    results = common.pair_results(NAME, out, seeds, curves, config, lambdas)
     fig_dir = out / "figures"
     common.interpolation_figures(results, fig_dir)
     plot(fig_dir / "grokking_curves.png",

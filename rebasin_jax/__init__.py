@@ -3,18 +3,40 @@
 The public API, re-exported explicitly; see README.md for a tour.
 """
 
-from rebasin_jax.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model, save_checkpoint
-from rebasin_jax.data import MNIST, MnistDataError, ModularAdditionData, Split, load_mnist, modular_addition_data
-from rebasin_jax.interpolate import curve_barriers, interpolation_curve, lerp, loss_barrier
+from rebasin_jax.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from rebasin_jax.data import (
+    MNIST,
+    MnistDataError,
+    ModularAdditionData,
+    Split,
+    load_mnist,
+    modular_addition_data,
+)
+from rebasin_jax.interpolate import (
+    curve_barriers,
+    interpolation_curve,
+    lerp,
+    loss_barrier,
+)
 from rebasin_jax.matching import (
     ActivationMatchingInfo,
+    OrthogonalAlignment,
     SteMatchingInfo,
     WeightMatchingInfo,
     activation_matching,
+    align,
+    orthogonal_weight_matching,
     ste_matching,
     weight_matching,
     weight_matching_objective,
 )
+from rebasin_jax.metrics import ClassificationMetrics
 from rebasin_jax.models import (
     MLP,
     ModularAdditionMLP,
@@ -37,7 +59,6 @@ from rebasin_jax.spec import (
     register_spec,
     validate_spec,
 )
-from rebasin_jax.metrics import ClassificationMetrics
 from rebasin_jax.train import (
     MNISTConfig,
     ModularAdditionConfig,
@@ -73,6 +94,9 @@ __all__ = [
     "ActivationMatchingInfo",
     "ste_matching",
     "SteMatchingInfo",
+    "orthogonal_weight_matching",
+    "OrthogonalAlignment",
+    "align",
     # interpolation
     "lerp",
     "interpolation_curve",

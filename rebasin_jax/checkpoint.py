@@ -184,7 +184,10 @@ def load_model(path: str | os.PathLike):
     Raises:
         CheckpointError: if the metadata has no model, or the params do not fit it.
     """
-    from rebasin_jax.models import build_model, init_shapes  # models imports nothing from here
+    from rebasin_jax.models import (  # models imports nothing from here
+        build_model,
+        init_shapes,
+    )
 
     ckpt = load_checkpoint(path)
     meta = ckpt.metadata

@@ -19,7 +19,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rebasin_jax.spec import PermutationSpec, permutation_spec_from_axes_to_perm, register_spec
+from rebasin_jax.spec import (
+    PermutationSpec,
+    permutation_spec_from_axes_to_perm,
+    register_spec,
+)
 from rebasin_jax.types import Params
 
 __all__ = [

@@ -38,6 +38,7 @@ __all__ = [
     "validate_spec",
     "check_pair",
     "check_permutation",
+    "starting_permutation",
 ]
 
 
@@ -417,3 +418,24 @@ def check_permutation(spec: PermutationSpec, params: Params, perm: Permutation, 
         p = np.asarray(perm[name])
         if p.shape != (n,) or not np.array_equal(np.sort(p), np.arange(n)):
             raise SpecError(f"{what}[{name!r}] is not a permutation of range({n}) (shape {p.shape})")
+
+
+def starting_permutation(
+    spec: PermutationSpec, params_a: Params, params_b: Params, *, fixed=(), init_perm=None
+) -> dict[str, jax.Array]:
+    """The checks every matcher starts with, and its starting point.
+
+    Checks that both models fit ``spec`` and each other and that ``fixed``
+    names known permutations; returns ``init_perm`` (validated) or the identity.
+
+    Raises:
+        SpecError: naming the model, path, permutation or fixed name at fault.
+    """
+    check_pair(spec, params_a, params_b)
+    unknown = [f for f in fixed if f not in spec.perm_to_axes]
+    if unknown:
+        raise SpecError(f"fixed names unknown permutations {unknown}; the spec has {list(spec.names)}")
+    if init_perm is None:
+        return identity_permutation(spec, params_a)
+    check_permutation(spec, params_a, init_perm, what="init_perm")
+    return {name: jnp.asarray(init_perm[name], jnp.int32) for name in spec.names}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -38,9 +37,22 @@ from rebasin_jax.checkpoint import (
     step_checkpoint_path,
 )
 from rebasin_jax.data import MNIST, ModularAdditionData, modular_addition_data
-from rebasin_jax.distributed import is_writer, padded_seeds, replicate, seed_mesh, shard_seeds, to_host
+from rebasin_jax.distributed import (
+    is_writer,
+    padded_seeds,
+    replicate,
+    seed_mesh,
+    shard_seeds,
+    to_host,
+)
 from rebasin_jax.metrics import ClassificationMetrics, cross_entropy
-from rebasin_jax.models import MLP, ModularAdditionMLP, example_input, model_config, model_name
+from rebasin_jax.models import (
+    MLP,
+    ModularAdditionMLP,
+    example_input,
+    model_config,
+    model_name,
+)
 from rebasin_jax.types import Params
 
 __all__ = [

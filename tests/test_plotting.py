@@ -1,5 +1,3 @@
-import numpy as np
-import pytest
 
 from rebasin_jax.plotting import TEST_COLOR, TRAIN_COLOR, Line, Panel, history_panels, interpolation_panel, plot, summary_panels
 

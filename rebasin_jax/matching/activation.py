@@ -25,10 +25,8 @@ from rebasin_jax.matching.assignment import solve_assignment
 from rebasin_jax.spec import (
     PermutationSpec,
     SpecError,
-    check_pair,
-    check_permutation,
-    identity_permutation,
     perm_sizes,
+    starting_permutation,
 )
 from rebasin_jax.types import Params
 
@@ -186,15 +184,7 @@ def activation_matching(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_pair(spec, params_a, params_b)
-    unknown = [f for f in fixed if f not in spec.perm_to_axes]
-    if unknown:
-        raise SpecError(f"fixed names unknown permutations {unknown}; the spec has {list(spec.names)}")
-    if init_perm is None:
-        perm = identity_permutation(spec, params_a)
-    else:
-        check_permutation(spec, params_a, init_perm, what="init_perm")
-        perm = {name: jnp.asarray(init_perm[name], jnp.int32) for name in spec.names}
+    perm = starting_permutation(spec, params_a, params_b, fixed=fixed, init_perm=init_perm)
     free = [name for name in spec.names if name not in set(fixed)]
     if not free:
         return (perm, ActivationMatchingInfo({}, {}, {})) if return_info else perm

@@ -21,15 +21,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rebasin_jax.matching.weight import cost_matrix, weight_matching, weight_matching_objective
+from rebasin_jax.matching.weight import (
+    cost_matrix,
+    weight_matching,
+    weight_matching_objective,
+)
 from rebasin_jax.spec import (
     PermutationSpec,
     SpecError,
     apply_permutation,
-    check_pair,
     flatten_params,
-    identity_permutation,
     perm_sizes,
+    starting_permutation,
     unflatten_like,
 )
 from rebasin_jax.types import Params, PRNGKey
@@ -114,14 +117,12 @@ def orthogonal_weight_matching(
     Returns:
         :class:`OrthogonalAlignment`; apply it to B with :func:`align`.
     """
-    check_pair(spec, params_a, params_b)
-    unknown = [n for n in (*orthogonal, *fixed) if n not in spec.perm_to_axes]
+    unknown = [n for n in orthogonal if n not in spec.perm_to_axes]
     if unknown:
-        raise SpecError(f"unknown permutations {unknown}; the spec has {list(spec.names)}")
+        raise SpecError(f"orthogonal names unknown permutations {unknown}; the spec has {list(spec.names)}")
+    perm = starting_permutation(spec, params_a, params_b, fixed=fixed, init_perm=init_perm)
     sizes = perm_sizes(spec, params_a)
-    perm = identity_permutation(spec, params_a)
-    if init_perm is not None:
-        perm.update({n: jnp.asarray(init_perm[n], jnp.int32) for n in spec.names if n not in orthogonal})
+    perm.update({n: jnp.arange(sizes[n], dtype=jnp.int32) for n in orthogonal})
     rotations = {name: np.eye(sizes[name]) for name in orthogonal}
     history: list[float] = []
     for it in range(max_iter):

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from rebasin_jax.interpolate import lerp
 from rebasin_jax.matching.weight import weight_matching
-from rebasin_jax.spec import PermutationSpec, SpecError, apply_permutation, check_pair
+from rebasin_jax.spec import PermutationSpec, apply_permutation, starting_permutation
 from rebasin_jax.types import Params, PRNGKey
 
 __all__ = ["ste_matching", "SteMatchingInfo"]
@@ -120,10 +120,7 @@ def ste_matching(
         midpoint loss; with ``return_info``, ``(perm, info)``.
     """
     start = time.perf_counter()
-    check_pair(spec, params_a, params_b)
-    unknown = [f for f in fixed if f not in spec.perm_to_axes]
-    if unknown:
-        raise SpecError(f"fixed names unknown permutations {unknown}; the spec has {list(spec.names)}")
+    starting_permutation(spec, params_a, params_b, fixed=fixed, init_perm=init_perm)  # checks only
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     epoch_batches = batches if callable(batches) else (lambda epoch: batches)

@@ -24,12 +24,9 @@ import numpy as np
 from rebasin_jax.matching.assignment import solve_assignment
 from rebasin_jax.spec import (
     PermutationSpec,
-    SpecError,
     _permute_leaf,
-    check_pair,
-    check_permutation,
     flatten_params,
-    identity_permutation,
+    starting_permutation,
 )
 from rebasin_jax.types import Params, PRNGKey
 
@@ -210,15 +207,7 @@ def weight_matching(
         SpecError: if a model does not fit the spec, the models' shapes differ,
             ``fixed`` names an unknown permutation or ``init_perm`` is invalid.
     """
-    check_pair(spec, params_a, params_b)
-    unknown = [f for f in fixed if f not in spec.perm_to_axes]
-    if unknown:
-        raise SpecError(f"fixed names unknown permutations {unknown}; the spec has {list(spec.names)}")
-    if init_perm is None:
-        perm = identity_permutation(spec, params_a)
-    else:
-        check_permutation(spec, params_a, init_perm, what="init_perm")
-        perm = {name: jnp.asarray(init_perm[name], jnp.int32) for name in spec.names}
+    perm = starting_permutation(spec, params_a, params_b, fixed=fixed, init_perm=init_perm)
     perm_host = {name: np.asarray(p) for name, p in perm.items()}
     flat_a, flat_b = flatten_params(params_a), flatten_params(params_b)
     free = [name for name in spec.names if name not in set(fixed)]

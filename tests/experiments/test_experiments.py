@@ -1,7 +1,6 @@
 """Both experiment modules end to end at --smoke size, in a temp dir."""
 
 import json
-import os
 
 import jax
 import numpy as np

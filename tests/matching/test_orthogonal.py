@@ -7,7 +7,7 @@ from scipy.stats import ortho_group
 from rebasin_jax.matching.orthogonal import align, apply_orthogonal, orthogonal_weight_matching, procrustes
 from rebasin_jax.matching.weight import weight_matching, weight_matching_objective
 from rebasin_jax.models import modular_addition_mlp_spec
-from rebasin_jax.spec import SpecError, apply_permutation, inverse_permutation, random_permutation
+from rebasin_jax.spec import SpecError, apply_permutation, random_permutation
 from tests.conftest import tiny_modadd
 
 
