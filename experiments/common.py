@@ -16,13 +16,18 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from rebasin_jax.checkpoint import atomic_write_json
+from rebasin_jax.checkpoint import atomic_write_json, list_step_checkpoints
 from rebasin_jax.plotting import interpolation_panel, plot, summary_panels
 from rebasin_jax.study import METHODS, validate_results
 
 REPO = Path(__file__).resolve().parents[1]
 
 METHOD_TITLES = {"weight": "Weight matching", "activation": "Activation matching", "ste": "STE matching"}
+
+
+def apply_logits(model, params, x):
+    """``model``'s outputs for ``params`` (use with ``functools.partial(apply_logits, model)``)."""
+    return model.apply({"params": params}, x)
 
 
 def base_parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -85,8 +90,6 @@ def pair_results(name: str, out: Path, seeds, curves: Mapping, config: Mapping, 
     Models A and B are described by their last checkpoint under ``out/checkpoints``
     and their metrics at the ends (lambda 0 and 1) of the naive curve.
     """
-    from rebasin_jax.checkpoint import list_step_checkpoints
-
     naive = curves["naive"]
     models = {}
     for label, idx, seed in (("a", 0, seeds[0]), ("b", -1, seeds[1])):

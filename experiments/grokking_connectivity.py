@@ -22,23 +22,24 @@ import dataclasses
 import functools
 import itertools
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.modular_addition import apply_logits
-from rebasin_jax.checkpoint import atomic_write_json, load_checkpoint
+from rebasin_jax.checkpoint import atomic_write_json, load_checkpoint, step_checkpoint_path
 from rebasin_jax.data import modular_addition_data
 from rebasin_jax.fourier import embedding_frequency_norms, jaccard, key_frequencies, neuron_frequencies
 from rebasin_jax.matching.orthogonal import align, orthogonal_weight_matching
 from rebasin_jax.matching.weight import weight_matching
+from rebasin_jax.metrics import ClassificationMetrics
 from rebasin_jax.models import EMBED_PERM, hidden_activations
 from rebasin_jax.plotting import Line, Panel, plot
 from rebasin_jax.spec import apply_permutation, get_spec, validate_spec
 from rebasin_jax.study import assert_same_function, evaluate_curves
-from rebasin_jax.train import ClassificationMetrics, ModularAdditionConfig, step_checkpoint_path, train_modular_addition, unstack
+from rebasin_jax.train import ModularAdditionConfig, train_modular_addition, unstack
 
 NAME = "grokking_connectivity"
 SMOKE = dict(p=23, d=16, hidden=(32, 16), max_steps=300, log_every=50, checkpoint_every=50)
@@ -124,85 +125,56 @@ def _pearson(x, y):
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    log = common.Log(args.quiet)
-    t0 = time.perf_counter()
-    out = args.out
-    common.start_run(out)
-    cfg = ModularAdditionConfig()
-    transition_steps = args.transition_steps
-    if args.smoke:
-        cfg = dataclasses.replace(cfg, **SMOKE)
-        transition_steps = 200
-    every = min(args.transition_every, transition_steps) if not args.smoke else 50
-    spawn_steps = tuple(args.spawn_steps) if not args.smoke else (50, 100)
-    cfg_t = dataclasses.replace(cfg, max_steps=transition_steps)
-    model = cfg.model()
-    spec = get_spec("modular_addition_mlp", num_hidden_layers=len(cfg.hidden), embed_mode=cfg.embed_mode,
-                    use_bias=cfg.use_bias)
-    data = modular_addition_data(cfg.p, cfg.train_frac, cfg.data_seed)
-    test = (jnp.asarray(data.test.images), jnp.asarray(data.test.labels))
-    x_all, y_all = _all_inputs(cfg.p)
-    metric = ClassificationMetrics(model)
-    apply_fn = functools.partial(apply_logits, model)
-    lambdas = [float(v) for v in jnp.linspace(0.0, 1.0, args.lambdas)]
-    progress = not args.quiet
+class Setting(NamedTuple):
+    """What every part of the study shares."""
 
-    # 1. Barrier across the grokking transition.
-    seeds = tuple(args.seeds)
-    transition = transition_study(cfg_t, seeds, out, every, spec, metric, test, lambdas, log, progress)
-    t_transition = time.perf_counter() - t0
+    cfg: ModularAdditionConfig
+    model: Any
+    spec: Any
+    metric: ClassificationMetrics
+    apply_fn: Any
+    lambdas: list
+    test: tuple  # (x, y) of the test split
+    everything: tuple  # (x, y) of all p^2 pairs
+    key_fraction: float
+    progress: bool
 
-    # 2. Many seeds: Fourier structure vs barrier.
-    all_seeds = tuple(range(args.num_seeds if not args.smoke else min(args.num_seeds, 3)))
-    trained = train_modular_addition(cfg, all_seeds, ckpt_dir=out / "checkpoints" / "seeds", data=data,
-                                     progress=progress)
-    params = [unstack(trained.params, i) for i in range(len(all_seeds))]
-    validate_spec(spec, params[0], apply_fn, x_all, key=jax.random.key(0))
-    fourier = [model_fourier(model, p, x_all, cfg.p, args.key_fraction) for p in params]
-    models = []
-    for i, seed in enumerate(all_seeds):
-        norms, keys, neurons = fourier[i]
-        models.append({"seed": seed, "steps": int(trained.steps[i]), "test_acc": trained.history[i][-1]["test_acc"],
-                       "test_loss": trained.history[i][-1]["test_loss"],
-                       "key_frequencies": list(keys[args.key_fraction]),
-                       "embedding_frequency_norms": [float(v) for v in norms],
-                       "neuron_frequency_fraction": {n: float(v.fraction.mean()) for n, v in neurons.items()}})
-    log(f"{len(all_seeds)} models: key frequencies {[m['key_frequencies'] for m in models]}")
+
+def pairs_study(st: Setting, params, fourier, seeds, log) -> list[dict]:
+    """Naive, weight-matched and orthogonally aligned barriers of every pair, with
+    key-frequency overlap and matched-neuron frequency agreement."""
     pairs = []
-    for i, j in itertools.combinations(range(len(all_seeds)), 2):
+    for i, j in itertools.combinations(range(len(seeds)), 2):
         pa, pb = params[i], params[j]
-        wm = weight_matching(jax.random.key(1000 * i + j), spec, pa, pb)
-        wm_no_embed = weight_matching(jax.random.key(1000 * i + j), spec, pa, pb, fixed=(EMBED_PERM,))
-        orth = orthogonal_weight_matching(jax.random.key(1000 * i + j), spec, pa, pb, orthogonal=(EMBED_PERM,),
-                                          init_perm=wm_no_embed)
-        aligned = {"weight": apply_permutation(spec, wm, pb), "orthogonal": align(spec, orth, pb)}
+        key = jax.random.key(1000 * i + j)
+        wm = weight_matching(key, st.spec, pa, pb)
+        wm_no_embed = weight_matching(key, st.spec, pa, pb, fixed=(EMBED_PERM,))
+        orth = orthogonal_weight_matching(key, st.spec, pa, pb, orthogonal=(EMBED_PERM,), init_perm=wm_no_embed)
+        aligned = {"weight": apply_permutation(st.spec, wm, pb), "orthogonal": align(st.spec, orth, pb)}
         for name, pb_aligned in aligned.items():
-            assert_same_function(apply_fn, pb, pb_aligned, x_all, what=f"pair {all_seeds[i]}-{all_seeds[j]} {name}")
-        row = {"seeds": [all_seeds[i], all_seeds[j]],
-               "jaccard": jaccard(fourier[i][1][args.key_fraction], fourier[j][1][args.key_fraction]),
-               "jaccard_by_fraction": {str(f): jaccard(fourier[i][1][f], fourier[j][1][f]) for f in KEY_FRACTIONS},
-               "naive": _barriers(metric, pa, pb, lambdas, test),
-               "weight": _barriers(metric, pa, aligned["weight"], lambdas, test),
-               "orthogonal": _barriers(metric, pa, aligned["orthogonal"], lambdas, test),
+            assert_same_function(st.apply_fn, pb, pb_aligned, st.everything[0], what=f"pair {seeds[i]}-{seeds[j]} {name}")
+        keys_i, keys_j = fourier[i][1], fourier[j][1]
+        row = {"seeds": [seeds[i], seeds[j]],
+               "jaccard": jaccard(keys_i[st.key_fraction], keys_j[st.key_fraction]),
+               "jaccard_by_fraction": {str(f): jaccard(keys_i[f], keys_j[f]) for f in KEY_FRACTIONS},
+               "naive": _barriers(st.metric, pa, pb, st.lambdas, st.test),
+               **{name: _barriers(st.metric, pa, q, st.lambdas, st.test) for name, q in aligned.items()},
                "neuron_agreement": {}}
         for name in fourier[i][2]:
             matched, chance = _agreement(fourier[i][2][name].dominant, fourier[j][2][name].dominant, wm[name])
             row["neuron_agreement"][name] = {"matched": matched, "chance": chance}
         pairs.append(row)
     log(f"{len(pairs)} pairs analysed")
-    t_pairs = time.perf_counter() - t0 - t_transition
+    return pairs
 
-    # 3. Positive controls, all against A = seed A's final model, on all p^2 pairs
-    #    (the controls train on another split, so no test set is shared):
-    #    B from A's initialisation trained on another split, and B spawned from
-    #    A's checkpoint at step k (Frankle et al. 2020) trained on another split.
-    cfg_ctrl = dataclasses.replace(cfg, data_seed=cfg.data_seed + 1)
-    anchor = unstack(train_modular_addition(cfg, (seeds[0],), ckpt_dir=out / "checkpoints" / "seeds", data=data,
-                                            progress=progress).params, 0)
-    everything = (x_all, y_all)
-    anchor_keys = model_fourier(model, anchor, x_all, cfg.p, args.key_fraction)[1][args.key_fraction]
+
+def controls_study(st: Setting, out, seeds, spawn_steps, anchor, other, log) -> dict:
+    """Positive controls against A (``anchor``) on all p^2 pairs -- the controls
+    train on another split, so no test set is shared: B from A's initialisation,
+    and B spawned from A's step-k checkpoint (Frankle et al. 2020), both trained
+    on another split; plus the independent pair (A, ``other``) on the same measure."""
+    cfg_ctrl = dataclasses.replace(st.cfg, data_seed=st.cfg.data_seed + 1)
+    anchor_keys = model_fourier(st.model, anchor, st.everything[0], st.cfg.p, st.key_fraction)[1][st.key_fraction]
     candidates = {"same_init_other_split": (f"seed {seeds[0]}'s initialisation trained on split {cfg_ctrl.data_seed}",
                                             None)}
     for k in spawn_steps:
@@ -210,77 +182,144 @@ def main(argv=None) -> dict:
         candidates[f"spawn_{k}"] = (f"spawned from A's step-{k} checkpoint, trained on split {cfg_ctrl.data_seed}", start)
     controls = {}
     for name, (description, start) in candidates.items():
-        trained_ctrl = train_modular_addition(cfg_ctrl, (seeds[0],), ckpt_dir=out / "checkpoints" / f"control_{name}",
-                                              progress=progress, init_params=None if start is None else [start])
-        p_ctrl = unstack(trained_ctrl.params, 0)
-        wm_ctrl = weight_matching(jax.random.key(7), spec, anchor, p_ctrl)
-        keys = model_fourier(model, p_ctrl, x_all, cfg.p, args.key_fraction)[1][args.key_fraction]
+        trained = train_modular_addition(cfg_ctrl, (seeds[0],), ckpt_dir=out / "checkpoints" / f"control_{name}",
+                                         progress=st.progress, init_params=None if start is None else [start])
+        p_ctrl = unstack(trained.params, 0)
+        wm = weight_matching(jax.random.key(7), st.spec, anchor, p_ctrl)
+        keys = model_fourier(st.model, p_ctrl, st.everything[0], st.cfg.p, st.key_fraction)[1][st.key_fraction]
         controls[name] = {"description": description, "key_frequencies": list(keys),
-                          "jaccard": jaccard(anchor_keys, keys), "steps": int(trained_ctrl.steps[0]),
-                          "naive": _barriers(metric, anchor, p_ctrl, lambdas, everything),
-                          "weight": _barriers(metric, anchor, apply_permutation(spec, wm_ctrl, p_ctrl), lambdas,
-                                              everything)}
+                          "jaccard": jaccard(anchor_keys, keys), "steps": int(trained.steps[0]),
+                          "naive": _barriers(st.metric, anchor, p_ctrl, st.lambdas, st.everything),
+                          "weight": _barriers(st.metric, anchor, apply_permutation(st.spec, wm, p_ctrl), st.lambdas,
+                                              st.everything)}
         log(f"control {name}: naive barrier {controls[name]['naive']['test_loss']:.3f}, "
             f"weight matching {controls[name]['weight']['test_loss']:.3f}")
-    other = params[all_seeds.index(seeds[1])] if seeds[1] in all_seeds else params[1]
-    wm_ref = weight_matching(jax.random.key(7), spec, anchor, other)
+    wm = weight_matching(jax.random.key(7), st.spec, anchor, other)
     controls["independent_reference"] = {
         "description": f"seed {seeds[0]} vs seed {seeds[1]} (independent), same measure",
-        "naive": _barriers(metric, anchor, other, lambdas, everything),
-        "weight": _barriers(metric, anchor, apply_permutation(spec, wm_ref, other), lambdas, everything)}
+        "naive": _barriers(st.metric, anchor, other, st.lambdas, st.everything),
+        "weight": _barriers(st.metric, anchor, apply_permutation(st.spec, wm, other), st.lambdas, st.everything)}
+    return controls
 
-    def col(key, sub="test_loss"):
-        return [r[key][sub] for r in pairs]
 
+def _col(pairs, key, sub="test_loss"):
+    return [r[key][sub] for r in pairs]
+
+
+def summarise(pairs) -> dict:
     jac = [r["jaccard"] for r in pairs]
-    summary = {
+    methods = ("naive", "weight", "orthogonal")
+    return {
         "pairs": len(pairs),
-        "mean_barrier": {k: float(np.mean(col(k))) for k in ("naive", "weight", "orthogonal")},
-        "mean_acc_barrier": {k: float(np.mean(col(k, "test_acc"))) for k in ("naive", "weight", "orthogonal")},
-        "pearson_jaccard_vs_weight_barrier": _pearson(jac, col("weight")),
+        "mean_barrier": {k: float(np.mean(_col(pairs, k))) for k in methods},
+        "mean_acc_barrier": {k: float(np.mean(_col(pairs, k, "test_acc"))) for k in methods},
+        "pearson_jaccard_vs_weight_barrier": _pearson(jac, _col(pairs, "weight")),
         "pearson_jaccard_vs_weight_barrier_by_fraction": {
-            str(f): _pearson([r["jaccard_by_fraction"][str(f)] for r in pairs], col("weight")) for f in KEY_FRACTIONS},
-        "orthogonal_lower_than_weight": int(sum(o < w for o, w in zip(col("orthogonal"), col("weight")))),
+            str(f): _pearson([r["jaccard_by_fraction"][str(f)] for r in pairs], _col(pairs, "weight"))
+            for f in KEY_FRACTIONS},
+        "orthogonal_lower_than_weight": int(sum(o < w for o, w in zip(_col(pairs, "orthogonal"), _col(pairs, "weight")))),
         "mean_neuron_agreement": {n: {k: float(np.mean([r["neuron_agreement"][n][k] for r in pairs]))
                                       for k in ("matched", "chance")} for n in pairs[0]["neuron_agreement"]},
     }
-    results = {"experiment": NAME,
-               "config": {"train": dataclasses.asdict(cfg), "transition_steps": transition_steps,
-                          "transition_every": every, "key_fraction": args.key_fraction, "lambdas": len(lambdas),
-                          "smoke": args.smoke},
-               "transition": transition, "models": models, "pairs": pairs, "controls": controls, "summary": summary}
 
-    # Figures.
-    fig_dir = out / "figures"
+
+def draw_figures(results: dict, fig_dir, seeds, p: int) -> None:
+    transition, pairs, models = results["transition"], results["pairs"], results["models"]
     steps = [r["step"] for r in transition]
+
+    def along(key, sub):
+        return [r[key][sub] for r in transition]
+
     plot(fig_dir / "barrier_vs_step.png", [
-        Panel([Line(steps, [r["naive"]["test_loss"] for r in transition], "naive", "black", "--"),
-               Line(steps, [r["weight"]["test_loss"] for r in transition], "weight matching", "tab:green")],
+        Panel([Line(steps, along("naive", "test_loss"), "naive", "black", "--"),
+               Line(steps, along("weight", "test_loss"), "weight matching", "tab:green")],
               "Test loss barrier", "training step", "barrier"),
-        Panel([Line(steps, [r["naive"]["test_acc"] for r in transition], "naive", "black", "--"),
-               Line(steps, [r["weight"]["test_acc"] for r in transition], "weight matching", "tab:green")],
+        Panel([Line(steps, along("naive", "test_acc"), "naive", "black", "--"),
+               Line(steps, along("weight", "test_acc"), "weight matching", "tab:green")],
               "Test accuracy barrier", "training step", "drop below endpoints"),
         Panel([Line(steps, [r["test_acc_a"] for r in transition], f"A (seed {seeds[0]})", "tab:blue"),
                Line(steps, [r["test_acc_b"] for r in transition], f"B (seed {seeds[1]})", "tab:orange")],
               "Test accuracy of the endpoints", "training step", "accuracy"),
     ], title="Barrier between A and B across the grokking transition (checkpoints at equal steps)")
+    jac = [r["jaccard"] for r in pairs]
+    layers = list(zip(pairs[0]["neuron_agreement"], ("tab:blue", "tab:red")))
     plot(fig_dir / "barrier_vs_jaccard.png", [
-        Panel([Line(jac, col("naive"), "naive", "black", "", "x"),
-               Line(jac, col("weight"), "weight matching", "tab:green", "", "o"),
-               Line(jac, col("orthogonal"), "WM + orthogonal embedding", "tab:purple", "", "^")],
+        Panel([Line(jac, _col(pairs, "naive"), "naive", "black", "", "x"),
+               Line(jac, _col(pairs, "weight"), "weight matching", "tab:green", "", "o"),
+               Line(jac, _col(pairs, "orthogonal"), "WM + orthogonal embedding", "tab:purple", "", "^")],
               "Barrier vs key-frequency overlap", "Jaccard overlap of key frequencies", "test loss barrier"),
         Panel([Line(jac, [r["neuron_agreement"][n]["matched"] for r in pairs], f"{n} matched", c, "", "o")
-               for n, c in zip(pairs[0]["neuron_agreement"], ("tab:blue", "tab:red"))] +
+               for n, c in layers] +
               [Line(jac, [r["neuron_agreement"][n]["chance"] for r in pairs], f"{n} chance", c, "", ".")
-               for n, c in zip(pairs[0]["neuron_agreement"], ("tab:blue", "tab:red"))],
+               for n, c in layers],
               "Matched neurons sharing a dominant frequency", "Jaccard overlap of key frequencies", "fraction"),
     ], title=f"{len(pairs)} pairs of grokked models (one point per pair)")
-    ks = np.arange(1, cfg.p // 2 + 1)
-    cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    ks = np.arange(1, p // 2 + 1)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
     plot(fig_dir / "embedding_spectra.png", [
-        Panel([Line(ks, models[i]["embedding_frequency_norms"], f"seed {models[i]['seed']}", cmap[i], "-", ".")
-               for i in range(min(4, len(models)))], "Fourier norm of the embedding per frequency",
-              "frequency k", "norm")], title="Grokked embeddings are sparse in frequency, and seeds pick different frequencies")
+        Panel([Line(ks, m["embedding_frequency_norms"], f"seed {m['seed']}", c, "-", ".") for m, c in zip(models, colors)],
+              "Fourier norm of the embedding per frequency", "frequency k", "norm")],
+        title="Grokked embeddings are sparse in frequency, and seeds pick different frequencies")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    log = common.Log(args.quiet)
+    t0 = time.perf_counter()
+    out = args.out
+    common.start_run(out)
+    cfg = ModularAdditionConfig()
+    transition_steps, every, spawn_steps = args.transition_steps, args.transition_every, tuple(args.spawn_steps)
+    if args.smoke:
+        cfg = dataclasses.replace(cfg, **SMOKE)
+        transition_steps, every, spawn_steps = 200, 50, (50, 100)
+    model = cfg.model()
+    spec = get_spec("modular_addition_mlp", num_hidden_layers=len(cfg.hidden), embed_mode=cfg.embed_mode,
+                    use_bias=cfg.use_bias)
+    data = modular_addition_data(cfg.p, cfg.train_frac, cfg.data_seed)
+    x_all, y_all = _all_inputs(cfg.p)
+    st = Setting(cfg, model, spec, ClassificationMetrics(model), functools.partial(common.apply_logits, model),
+                 [float(v) for v in jnp.linspace(0.0, 1.0, args.lambdas)],
+                 (jnp.asarray(data.test.images), jnp.asarray(data.test.labels)), (x_all, y_all), args.key_fraction,
+                 not args.quiet)
+    # A spec must be validated before any result is computed from it.
+    validate_spec(spec, model.init(jax.random.key(0), x_all[:1])["params"], st.apply_fn, x_all, key=jax.random.key(0))
+
+    # 1. Barrier across the grokking transition.
+    seeds = tuple(args.seeds)
+    transition = transition_study(dataclasses.replace(cfg, max_steps=transition_steps), seeds, out, every, spec,
+                                  st.metric, st.test, st.lambdas, log, st.progress)
+    t_transition = time.perf_counter() - t0
+
+    # 2. Many seeds: Fourier structure vs barrier.
+    all_seeds = tuple(range(args.num_seeds if not args.smoke else min(args.num_seeds, 3)))
+    trained = train_modular_addition(cfg, all_seeds, ckpt_dir=out / "checkpoints" / "seeds", data=data,
+                                     progress=st.progress)
+    params = [unstack(trained.params, i) for i in range(len(all_seeds))]
+    fourier = [model_fourier(model, p, x_all, cfg.p, args.key_fraction) for p in params]
+    models = [{"seed": seed, "steps": int(trained.steps[i]), "test_acc": trained.history[i][-1]["test_acc"],
+               "test_loss": trained.history[i][-1]["test_loss"],
+               "key_frequencies": list(fourier[i][1][args.key_fraction]),
+               "embedding_frequency_norms": [float(v) for v in fourier[i][0]],
+               "neuron_frequency_fraction": {n: float(v.fraction.mean()) for n, v in fourier[i][2].items()}}
+              for i, seed in enumerate(all_seeds)]
+    log(f"{len(all_seeds)} models: key frequencies {[m['key_frequencies'] for m in models]}")
+    pairs = pairs_study(st, params, fourier, all_seeds, log)
+    t_pairs = time.perf_counter() - t0 - t_transition
+
+    # 3. Controls.
+    anchor = unstack(train_modular_addition(cfg, (seeds[0],), ckpt_dir=out / "checkpoints" / "seeds", data=data,
+                                            progress=st.progress).params, 0)
+    other = params[all_seeds.index(seeds[1])] if seeds[1] in all_seeds else params[1]
+    controls = controls_study(st, out, seeds, spawn_steps, anchor, other, log)
+
+    summary = summarise(pairs)
+    results = {"experiment": NAME,
+               "config": {"train": dataclasses.asdict(cfg), "transition_steps": transition_steps,
+                          "transition_every": every, "spawn_steps": list(spawn_steps), "key_fraction": args.key_fraction,
+                          "lambdas": len(st.lambdas), "smoke": args.smoke},
+               "transition": transition, "models": models, "pairs": pairs, "controls": controls, "summary": summary}
+    draw_figures(results, out / "figures", seeds, cfg.p)
     total = time.perf_counter() - t0
     results["timing_seconds"] = {"transition": t_transition, "pairs": t_pairs, "total": total}
     atomic_write_json(out / "results.json", results)

@@ -25,13 +25,12 @@ from rebasin_jax.checkpoint import load_checkpoint
 from rebasin_jax.data import MNIST, Split, load_mnist
 from rebasin_jax.interpolate import curve_barriers, interpolation_curve
 from rebasin_jax.matching.weight import weight_matching
+from rebasin_jax.metrics import ClassificationMetrics, SupervisedLoss
 from rebasin_jax.models import hidden_activations
 from rebasin_jax.plotting import Line, Panel, history_panels, plot
 from rebasin_jax.spec import apply_permutation, get_spec, validate_spec
 from rebasin_jax.study import MatchingInputs, compare_methods
-from rebasin_jax.train import ClassificationMetrics, MNISTConfig, train_mnist, unstack
-
-from experiments.modular_addition import SupervisedLoss, apply_logits
+from rebasin_jax.train import MNISTConfig, train_mnist, unstack
 
 NAME = "mnist_mlp"
 
@@ -148,7 +147,7 @@ def main(argv=None) -> dict:
 
     # 2. A spec must be validated before any figure is drawn.
     spec = get_spec("mlp", num_hidden_layers=len(train_cfg.features))
-    apply_fn = functools.partial(apply_logits, model)
+    apply_fn = functools.partial(common.apply_logits, model)
     validate_spec(spec, params_a, apply_fn, x_te[:1000], key=jax.random.key(0))
 
     # 3. Every method.

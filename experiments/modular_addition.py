@@ -22,12 +22,12 @@ import jax.numpy as jnp
 
 from experiments import common
 from rebasin_jax.data import modular_addition_data
+from rebasin_jax.metrics import ClassificationMetrics, SupervisedLoss
 from rebasin_jax.models import EMBED_PERM, hidden_activations
 from rebasin_jax.plotting import history_panels, plot
 from rebasin_jax.spec import get_spec, validate_spec
 from rebasin_jax.study import MatchingInputs, compare_methods
 from rebasin_jax.train import (
-    ClassificationMetrics,
     ModularAdditionConfig,
     train_modular_addition,
     unstack,
@@ -44,20 +44,6 @@ class StudyConfig:
     ste_epochs: int = 50
     ste_lr: float = 1e-3
     ste_batch_size: int = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class SupervisedLoss:
-    """``loss_fn(params, (x, y))`` for STE: hashable, so its jitted step is reused."""
-
-    metric: ClassificationMetrics
-
-    def __call__(self, params, batch):
-        return self.metric(params, *batch)["loss"]
-
-
-def apply_logits(model, params, x):
-    return model.apply({"params": params}, x)
 
 
 def variants(num_hidden: int) -> dict[str, tuple[str, ...]]:
@@ -108,7 +94,7 @@ def main(argv=None) -> dict:
     spec = get_spec(
         "modular_addition_mlp", num_hidden_layers=len(train_cfg.hidden), embed_mode=train_cfg.embed_mode,
         use_bias=train_cfg.use_bias)
-    apply_fn = functools.partial(apply_logits, model)
+    apply_fn = functools.partial(common.apply_logits, model)
     validate_spec(spec, params_a, apply_fn, x_all, key=jax.random.key(0))
 
     # 3. Every method x variant.

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["cross_entropy", "ClassificationMetrics"]
+__all__ = ["cross_entropy", "ClassificationMetrics", "SupervisedLoss"]
 
 
 def cross_entropy(logits, labels):
@@ -51,3 +51,18 @@ class ClassificationMetrics:
 
         loss, correct = jax.lax.map(one, (xs, ys, ws))
         return {"loss": loss.sum() / n, "acc": correct.sum() / n}
+
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedLoss:
+    """``loss_fn(params, (inputs, labels)) -> scalar`` from a :class:`ClassificationMetrics`.
+
+    The form STE matching wants; hashable by value, so its jitted step is
+    compiled once per model.
+    """
+
+    metric: ClassificationMetrics
+
+    def __call__(self, params, batch):
+        return self.metric(params, *batch)["loss"]
