@@ -36,7 +36,7 @@ from rebasin_jax.matching import (
     weight_matching,
     weight_matching_objective,
 )
-from rebasin_jax.metrics import ClassificationMetrics
+from rebasin_jax.metrics import ClassificationMetrics, SupervisedLoss
 from rebasin_jax.models import (
     MLP,
     ModularAdditionMLP,
@@ -124,6 +124,7 @@ __all__ = [
     "TrainResult",
     "TrainingDivergedError",
     "ClassificationMetrics",
+    "SupervisedLoss",
     "unstack",
     # checkpoints
     "save_checkpoint",
